@@ -1,0 +1,44 @@
+# `make train` and `make test` set everything up on a fresh machine (a .venv in this folder).
+# Choose another torch build with e.g.
+#   make install TORCH=torch==2.13.0 TORCH_PIP_ARGS="--index-url <your CUDA wheel index>"
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+TORCH_PIP_ARGS ?=
+ARGS ?=
+PYTEST_ARGS ?=
+
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.seg-installed
+
+.PHONY: install train test lint format tensorboard clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH_PIP_ARGS) "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+train: install  ## train on the built-in synthetic data (pass overrides with ARGS="...")
+	$(BIN)/python -m seg.train $(ARGS)
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+tensorboard: install
+	$(BIN)/tensorboard --logdir outputs
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
