@@ -1,0 +1,68 @@
+"""Per-class Dice and IoU on torchmetrics, with class names and an explicit absent-class policy.
+
+Dice of a class is its pixel F1 score, ``2TP / (2TP + FP + FN)``, and IoU is
+``TP / (TP + FP + FN)``, both accumulated over every pixel of the split (not averaged per image).
+Pixels whose target is ``ignore_index`` are left out. A class that appears neither in the
+targets nor in the predictions of the whole split has no score (NaN); the means are taken over
+the classes that have one, and never over the ignored class.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+
+import torch
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+    MulticlassJaccardIndex,
+)
+
+
+def build_metrics(num_classes: int, ignore_index: int | None = None) -> MetricCollection:
+    """Accumulators for per-class Dice, IoU and the confusion matrix over a split."""
+    common = {"num_classes": num_classes, "ignore_index": ignore_index, "validate_args": False}
+    return MetricCollection(
+        {
+            "dice": MulticlassF1Score(average="none", **common),
+            "iou": MulticlassJaccardIndex(average="none", **common),
+            "confmat": MulticlassConfusionMatrix(**common),
+        },
+        compute_groups=False,
+    )
+
+
+def metric_key(name: str) -> str:
+    """A class name as it appears in metric names: ``Road sign`` becomes ``road_sign``."""
+    return re.sub(r"[^0-9a-zA-Z_.-]+", "_", name.strip()).strip("_").lower() or "class"
+
+
+def summarize(
+    values: dict[str, torch.Tensor],
+    class_names: Sequence[str],
+    prefix: str,
+    ignore_index: int | None = None,
+) -> dict[str, float]:
+    """Flatten computed metrics into ``{prefix}/dice``, ``{prefix}/dice/<class>``, ``{prefix}/iou``, ...
+
+    Classes absent from targets and predictions are NaN and left out of the means, and so is
+    ``ignore_index`` when it is one of the classes.
+    """
+    confmat = values["confmat"].double()
+    present = (confmat.sum(0) + confmat.sum(1)) > 0
+    out: dict[str, float] = {}
+    for metric in ("dice", "iou"):
+        per_class = values[metric].double().clone()
+        per_class[~present] = math.nan
+        if ignore_index is not None and 0 <= ignore_index < len(per_class):
+            per_class[ignore_index] = math.nan
+        scored = [v for v in per_class.tolist() if not math.isnan(v)]
+        out[f"{prefix}/{metric}"] = sum(scored) / len(scored) if scored else math.nan
+        for name, value in zip(class_names, per_class.tolist(), strict=True):
+            out[f"{prefix}/{metric}/{metric_key(name)}"] = value
+    total = confmat.sum()
+    out[f"{prefix}/pixel_accuracy"] = (confmat.trace() / total).item() if total > 0 else math.nan
+    return out

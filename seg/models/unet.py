@@ -1,0 +1,127 @@
+"""The classic U-Net (Ronneberger et al., 2015) as a plain, scriptable ``nn.Module``.
+
+Four encoder stages of two 3x3 conv+BN+ReLU followed by 2x2 max-pooling, a middle block at
+16x the base width, and four decoder stages that upsample with a stride-2 3x3 transposed
+convolution, concatenate the skip connection and apply another conv block. With
+``base_channels=64`` this is the original 64-128-256-512-1024 network.
+
+The model takes float RGB (or ``in_channels``-channel) images scaled to ``[0, 1]`` and
+normalises them itself with ``mean``/``std``, so an exported model needs no preprocessing
+beyond ``image / 255``. Inputs whose height or width is not a multiple of 16 are padded
+(reflect) and the logits are cropped back, so any size works.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+#: Height and width are padded to a multiple of this (four 2x2 poolings).
+SIZE_DIVISOR = 16
+
+
+class ConvBlock(nn.Sequential):
+    """Two 3x3 convolutions, each followed by batch norm and ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__(
+            nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+        )
+
+
+class UpBlock(nn.Module):
+    """Upsample x2 with a transposed conv, concatenate the skip, then a conv block."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.up = nn.ConvTranspose2d(
+            in_channels, out_channels, kernel_size=3, stride=2, padding=1, output_padding=1
+        )
+        self.conv = ConvBlock(2 * out_channels, out_channels)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        return self.conv(torch.cat([self.up(x), skip], dim=1))
+
+
+class UNet(nn.Module):
+    """U-Net mapping images ``(B, in_channels, H, W)`` in ``[0, 1]`` to logits ``(B, num_classes, H, W)``.
+
+    Args:
+        in_channels: image channels (3 for RGB).
+        num_classes: output classes, one logit map each.
+        base_channels: width of the first stage; stages double it, the middle is 16x.
+        mean: per-channel mean used to normalise the ``[0, 1]`` input (default 0.5).
+        std: per-channel standard deviation used to normalise the input (default 0.25).
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        num_classes: int = 2,
+        base_channels: int = 64,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+    ) -> None:
+        super().__init__()
+        if in_channels < 1 or num_classes < 1 or base_channels < 1:
+            raise ValueError(
+                "UNet needs in_channels, num_classes and base_channels >= 1, got "
+                f"{in_channels}, {num_classes}, {base_channels}"
+            )
+        mean = [0.5] * in_channels if mean is None else list(mean)
+        std = [0.25] * in_channels if std is None else list(std)
+        if len(mean) != in_channels or len(std) != in_channels:
+            raise ValueError(
+                f"UNet mean/std need {in_channels} values (one per input channel), "
+                f"got {len(mean)} and {len(std)}"
+            )
+        if min(std) <= 0:
+            raise ValueError(f"UNet std values must be positive, got {std}")
+        self.in_channels = in_channels
+        self.num_classes = num_classes
+        self.size_divisor = SIZE_DIVISOR
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+
+        widths = [base_channels * 2**i for i in range(5)]  # 64, 128, 256, 512, 1024
+        self.encoders = nn.ModuleList()
+        prev = in_channels
+        for width in widths[:4]:
+            self.encoders.append(ConvBlock(prev, width))
+            prev = width
+        self.pool = nn.MaxPool2d(2)
+        self.middle = ConvBlock(widths[3], widths[4])
+        self.decoders = nn.ModuleList([UpBlock(widths[i + 1], widths[i]) for i in reversed(range(4))])
+        self.head = nn.Conv2d(widths[0], num_classes, kernel_size=3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2], x.shape[-1]
+        divisor = self.size_divisor
+        pad_h = (divisor - height % divisor) % divisor
+        pad_w = (divisor - width % divisor) % divisor
+        if pad_h > 0 or pad_w > 0:
+            mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+            x = F.pad(x, [0, pad_w, 0, pad_h], mode=mode)
+
+        x = (x - self.mean) / self.std
+        skips: list[torch.Tensor] = []
+        for encoder in self.encoders:
+            x = encoder(x)
+            skips.append(x)
+            x = self.pool(x)
+        x = self.middle(x)
+        for i, decoder in enumerate(self.decoders):
+            x = decoder(x, skips[3 - i])
+        logits = self.head(x)
+
+        if pad_h > 0 or pad_w > 0:
+            logits = logits[:, :, :height, :width]
+        return logits
