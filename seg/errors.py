@@ -1,0 +1,50 @@
+"""The one exception type for problems a user can fix, and how entry points report it."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+
+class SegError(Exception):
+    """A mistake in the user's data or config. The message names the file or key and the fix."""
+
+
+class DataError(SegError):
+    """A dataset file or folder that cannot be used (missing, unreadable, inconsistent)."""
+
+
+class ConfigError(SegError):
+    """A config value that cannot work; the message names the key."""
+
+
+def user_message(error: BaseException) -> str:
+    """The one line to show for ``error``.
+
+    A ``SegError`` raised in a dataloader worker comes back re-raised with the worker's whole
+    traceback as its message; its last line is the original message.
+    """
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    line = lines[-1].strip()
+    for prefix in (f"{type(error).__module__}.{type(error).__name__}: ", f"{type(error).__name__}: "):
+        if line.startswith(prefix):
+            line = line[len(prefix) :]
+    return line
+
+
+def exit_on_user_error(fn: Callable[[], T]) -> T:
+    """Run ``fn``; a ``SegError`` ends the process with one line on stderr and exit status 2."""
+    try:
+        return fn()
+    except SegError as error:
+        log.debug("user error", exc_info=True)
+        print(f"error: {user_message(error)}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
