@@ -1,0 +1,76 @@
+"""Config helpers: the resolvers the YAML files use, and checks run before any work starts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from seg.errors import ConfigError
+from seg.hardware import best_precision
+
+
+def register_resolvers() -> None:
+    """Make ``${seg.precision:cpu}`` (and ``gpu``/``auto``) available to configs."""
+    if not OmegaConf.has_resolver("seg.precision"):
+        OmegaConf.register_new_resolver("seg.precision", best_precision)
+
+
+register_resolvers()
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _positive_int(value: object) -> bool:
+    return _is_int(value) and value >= 1  # type: ignore[operator]
+
+
+def _positive_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+
+
+#: (key, test, what a valid value is) for single values of conf/train.yaml.
+_CHECKS: list[tuple[str, Callable[[object], bool], str]] = [
+    ("data.batch_size", _positive_int, "an integer >= 1"),
+    ("data.num_workers", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),  # type: ignore[operator]
+    ("data.num_classes", _positive_int, "an integer >= 1"),
+    ("model.net.base_channels", _positive_int, "an integer >= 1"),
+    ("model.optimizer.lr", _positive_number, "a positive number"),
+    ("trainer.max_epochs", lambda v: v is None or v == -1 or _positive_int(v), "an integer >= 1"),
+]
+
+
+def _missing_keys(node: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose value is the mandatory marker ``???``, without resolving anything."""
+    if isinstance(node, dict):
+        return [k for key, value in node.items() for k in _missing_keys(value, f"{prefix}{key}.")]
+    if isinstance(node, list):
+        return [k for i, value in enumerate(node) for k in _missing_keys(value, f"{prefix}{i}.")]
+    return [prefix.rstrip(".")] if node == "???" else []
+
+
+def validate_train_config(cfg: DictConfig) -> None:
+    """Reject config values that cannot work, naming the key, before data or model are built."""
+    missing = _missing_keys(OmegaConf.to_container(cfg, resolve=False))
+    if missing:
+        key = missing[0]
+        raise ConfigError(f"{key} is required: add {key}=<value> to the command line")
+    for key, ok, expected in _CHECKS:
+        value = OmegaConf.select(cfg, key)
+        if not ok(value):
+            raise ConfigError(f"{key}={value!r} is not valid: expected {expected}")
+    num_classes = cfg.data.num_classes
+    names = cfg.data.get("class_names")
+    if names is not None and len(names) != num_classes:
+        raise ConfigError(
+            f"data.class_names has {len(names)} names but data.num_classes is {num_classes}; "
+            "give one name per class"
+        )
+    if cfg.model.net.num_classes != num_classes:
+        raise ConfigError(
+            f"model.net.num_classes={cfg.model.net.num_classes} disagrees with "
+            f"data.num_classes={num_classes}; leave model.net.num_classes at ${{data.num_classes}}"
+        )

@@ -1,0 +1,45 @@
+"""What this machine can do fast, detected at run time (never assumed)."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import torch
+
+_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU computes bf16 natively (AVX512-BF16 or AMX).
+
+    Without it, bf16 autocast on CPU emulates the arithmetic and convolutions can run many
+    times slower than fp32, so the CPU trainer falls back to 32-bit.
+    """
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        flags: set[str] = set()
+        for line in cpuinfo.read_text(errors="ignore").splitlines():
+            if line.startswith("flags"):
+                flags.update(line.split(":", 1)[1].split())
+                break
+        return any(flag in flags for flag in _BF16_FLAGS)
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+
+
+def best_precision(accelerator: str = "auto") -> str:
+    """The fastest safe Lightning ``precision`` for ``accelerator`` (``cpu``, ``gpu`` or ``auto``).
+
+    GPU: ``bf16-mixed`` where the card supports it, else ``16-mixed``. CPU: ``bf16-mixed`` with
+    native bf16, else ``32-true``. ``auto`` means the GPU when one is present.
+    """
+    if accelerator not in ("auto", "cpu", "gpu", "cuda"):
+        raise ValueError(f"unknown accelerator {accelerator!r}; expected auto, cpu or gpu")
+    use_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    if use_gpu:
+        if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+            return "bf16-mixed"
+        return "16-mixed"
+    return "bf16-mixed" if cpu_has_native_bf16() else "32-true"

@@ -1,0 +1,124 @@
+"""The LightningModule: a segmentation network, its loss, optimizer and per-class metrics.
+
+It is built from plain config dicts (``_target_`` nodes), which it stores as hyperparameters,
+so ``SegmentationModule.load_from_checkpoint(path)`` rebuilds it from the ``.ckpt`` alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from seg.metrics import build_metrics, summarize
+
+
+def _plain(config: Any) -> Any:
+    """A resolved, plain-Python copy of a config node (safe to pickle and to save as hparams)."""
+    if isinstance(config, DictConfig):
+        return OmegaConf.to_container(config, resolve=True)
+    if isinstance(config, Mapping):
+        return {key: _plain(value) for key, value in config.items()}
+    return config
+
+
+class SegmentationModule(pl.LightningModule):
+    """Trains ``net`` with ``loss`` and logs Dice/IoU per class under ``val/`` and ``test/``.
+
+    Args:
+        net: config of the network (e.g. ``seg.models.unet.UNet``).
+        loss: config of the loss, called as ``loss(logits, target)``.
+        optimizer: partial config of the optimizer; it receives the parameters.
+        scheduler: optional Lightning lr-scheduler config whose ``scheduler`` entry is a partial
+            that receives the optimizer (``interval``, ``monitor``, ... are passed through).
+        class_names: one name per class, used in metric names.
+        ignore_index: target value left out of the metrics (the loss has its own setting).
+        channels_last: keep activations in NHWC, which is faster for convolutions on CPU
+            (oneDNN) and on GPU tensor cores.
+    """
+
+    def __init__(
+        self,
+        net: Mapping[str, Any],
+        loss: Mapping[str, Any],
+        optimizer: Mapping[str, Any],
+        scheduler: Mapping[str, Any] | None = None,
+        class_names: Sequence[str] | None = None,
+        ignore_index: int | None = None,
+        channels_last: bool = True,
+    ) -> None:
+        super().__init__()
+        net, loss, optimizer, scheduler = _plain(net), _plain(loss), _plain(optimizer), _plain(scheduler)
+        class_names = list(class_names) if class_names is not None else None
+        self.save_hyperparameters()
+        self.net: nn.Module = instantiate(net)
+        self.loss_fn: nn.Module = instantiate(loss)
+        num_classes = int(self.net.num_classes)
+        self.class_names = class_names or [f"class_{i}" for i in range(num_classes)]
+        if len(self.class_names) != num_classes:
+            raise ValueError(f"{len(self.class_names)} class names for a network with {num_classes} classes")
+        self.ignore_index = ignore_index
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.net.to(memory_format=self.memory_format)
+        self.val_metrics = build_metrics(num_classes, ignore_index)
+        self.test_metrics = build_metrics(num_classes, ignore_index)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, C, H, W)`` for uint8 images ``(B, C, H, W)`` or floats in ``[0, 1]``."""
+        if image.dtype == torch.uint8:
+            x = image.to(torch.float32, memory_format=self.memory_format).div_(255)
+        else:
+            x = image.to(memory_format=self.memory_format)
+        return self.net(x)
+
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        image, mask = batch
+        logits = self(image)
+        return logits, self.loss_fn(logits, mask)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        _, loss = self._step(batch)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=batch[0].shape[0])
+        return loss
+
+    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> None:
+        logits, loss = self._step(batch)
+        self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=stage == "val", batch_size=batch[0].shape[0])
+        metrics = self.val_metrics if stage == "val" else self.test_metrics
+        metrics.update(logits.argmax(dim=1), batch[1])
+
+    def _eval_epoch_end(self, stage: str) -> None:
+        metrics = self.val_metrics if stage == "val" else self.test_metrics
+        values = summarize(metrics.compute(), self.class_names, stage, self.ignore_index)
+        metrics.reset()
+        self.log(f"{stage}/dice", values.pop(f"{stage}/dice"), prog_bar=True)
+        self.log_dict(values)
+
+    def on_train_start(self) -> None:
+        # Sanity-check batches must not leak into the first epoch's validation scores.
+        self.val_metrics.reset()
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    def configure_optimizers(self) -> Any:
+        optimizer = instantiate(self.hparams.optimizer)(self.parameters())
+        if not self.hparams.scheduler:
+            return optimizer
+        scheduler_config = dict(self.hparams.scheduler)
+        scheduler_config["scheduler"] = instantiate(scheduler_config["scheduler"])(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": scheduler_config}

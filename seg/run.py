@@ -1,0 +1,152 @@
+"""What a training run does, as a function tests can call: ``train(cfg)``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from seg.artifacts import export_torchscript, write_json
+from seg.callbacks import MetricsHistory
+from seg.config import validate_train_config
+from seg.data.datamodule import SegmentationDataModule
+from seg.module import SegmentationModule
+
+log = logging.getLogger(__name__)
+
+
+class _DropAdverts(logging.Filter):
+    """Lightning prints a hosted-service advert on every Trainer; users of seg do not need it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip: For seamless cloud logging" not in record.getMessage()
+
+
+logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_DropAdverts())
+
+
+def _instantiate_all(group: DictConfig | None) -> list[Any]:
+    """Instantiate every ``_target_`` entry of a config group such as ``callbacks``."""
+    if not group:
+        return []
+    return [instantiate(node) for node in group.values() if node is not None and "_target_" in node]
+
+
+def _checkpoint_callback(trainer: pl.Trainer) -> pl.callbacks.ModelCheckpoint:
+    callback = trainer.checkpoint_callback
+    if callback is None:
+        raise RuntimeError("training needs a ModelCheckpoint callback (callbacks.model_checkpoint)")
+    return callback
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train, test the best weights, export ``model.pt`` and write ``metrics.json``.
+
+    Returns the content of ``metrics.json``. User mistakes raise ``seg.errors.SegError``.
+    """
+    validate_train_config(cfg)
+    OmegaConf.resolve(cfg)
+    output_dir = Path(cfg.paths.output_dir)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    datamodule: SegmentationDataModule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")  # reads and checks the data before anything slow starts
+
+    module: SegmentationModule = instantiate(
+        cfg.model, loss=cfg.loss, scheduler=cfg.get("scheduler"), _recursive_=False
+    )
+    history = MetricsHistory()
+    loggers = _instantiate_all(cfg.get("logger"))
+    callbacks = [*_instantiate_all(cfg.get("callbacks")), history]
+    if not loggers:  # the learning-rate monitor has nowhere to write without a logger
+        callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule)
+    train_seconds = time.perf_counter() - start
+
+    checkpoint = _checkpoint_callback(trainer)
+    best_path = checkpoint.best_model_path or checkpoint.last_model_path
+    best = SegmentationModule.load_from_checkpoint(best_path, map_location="cpu")
+    model_path = export_torchscript(best.net, output_dir / "model.pt")
+
+    test_metrics: dict[str, float] = {}
+    if cfg.get("test_after_training", True) and datamodule.has_split("test"):
+        results = trainer.test(best, datamodule=datamodule, verbose=False)
+        test_metrics = {k: float(v) for k, v in results[0].items()} if results else {}
+
+    monitor, mode = checkpoint.monitor or "val/dice", checkpoint.mode
+    metrics = {
+        "monitor": monitor,
+        "best": history.best(monitor, mode),
+        "final": history.epochs[-1] if history.epochs else None,
+        "test": test_metrics or None,
+        "epochs": history.epochs,
+        "train_seconds": round(train_seconds, 1),
+        "paths": {
+            "run_dir": output_dir,
+            "best_checkpoint": best_path,
+            "last_checkpoint": checkpoint.last_model_path,
+            "torchscript": model_path,
+            "classes": output_dir / "classes.json",
+            "tensorboard": getattr(trainer.logger, "log_dir", None),
+        },
+    }
+    write_json(
+        output_dir / "classes.json",
+        {
+            "class_names": datamodule.class_names,
+            "num_classes": datamodule.num_classes,
+            "ignore_index": datamodule.ignore_index,
+            "in_channels": datamodule.in_channels,
+            "input": "float32 (B, C, H, W) scaled to [0, 1]; any H and W",
+            "output": "logits (B, num_classes, H, W)",
+        },
+    )
+    write_json(output_dir / "metrics.json", metrics)
+    _report(metrics)
+    return metrics
+
+
+def _shown(path: str | os.PathLike[str] | None) -> str:
+    """``path`` relative to the working directory when it lies below it, else as it is."""
+    if path is None:
+        return ""
+    absolute = Path(path).resolve()
+    try:
+        return str(absolute.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _report(metrics: dict[str, Any]) -> None:
+    """Log the headline numbers and where the outputs went."""
+    monitor, best = metrics["monitor"], metrics["best"]
+    paths = {key: _shown(value) for key, value in metrics["paths"].items()}
+    lines = [""]
+    if best is not None:
+        lines.append(
+            f"Best {monitor} {best[monitor]:.4f} at epoch {best['epoch']} "
+            f"(trained {metrics['train_seconds']:.0f} s)"
+        )
+    test = metrics["test"] or {}
+    if "test/dice" in test:
+        lines.append(f"Test dice {test['test/dice']:.4f}, test IoU {test['test/iou']:.4f} (best weights)")
+    lines += [
+        f"Run dir:         {paths['run_dir']}",
+        f"Best checkpoint: {paths['best_checkpoint']}",
+        f"TorchScript:     {paths['torchscript']}",
+        f"Metrics:         {Path(paths['run_dir']) / 'metrics.json'}",
+    ]
+    if paths["tensorboard"]:
+        lines.append(f"TensorBoard:     tensorboard --logdir {paths['tensorboard']}")
+    for line in lines:
+        log.info(line)

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from conftest import compose_train
+
+from seg.config import validate_train_config
+from seg.errors import ConfigError
+from seg.hardware import best_precision, cpu_has_native_bf16
+
+
+def test_default_config_is_valid(make_cfg: Any) -> None:
+    validate_train_config(make_cfg())
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["data=folder"], "data.root is required: add data.root=<value> to the command line"),
+        (["data=folder", "data.root=x"], "data.num_classes is required"),
+        (["data.batch_size=0"], "data.batch_size=0 is not valid: expected an integer >= 1"),
+        (["model.optimizer.lr=-0.1"], "model.optimizer.lr=-0.1 is not valid: expected a positive number"),
+        (["model.optimizer.lr=fast"], "model.optimizer.lr='fast' is not valid"),
+        (["data.num_workers=-1"], "data.num_workers=-1 is not valid"),
+        (["trainer.max_epochs=0"], "trainer.max_epochs=0 is not valid"),
+        (["data.class_names=[a,b]"], "data.class_names has 2 names but data.num_classes is 13"),
+        (["model.net.num_classes=4"], "model.net.num_classes=4 disagrees with data.num_classes=13"),
+    ],
+)
+def test_bad_values_name_the_key(overrides: list[str], message: str) -> None:
+    cfg = compose_train([*overrides, "paths.output_dir=unused"])
+    with pytest.raises(ConfigError, match="^" + message.replace("[", r"\[").replace("(", r"\(")):
+        validate_train_config(cfg)
+
+
+def test_precision_follows_the_hardware() -> None:
+    expected = "bf16-mixed" if cpu_has_native_bf16() else "32-true"
+    assert best_precision("cpu") == expected
+    assert best_precision("gpu") in ("bf16-mixed", "16-mixed")
+    with pytest.raises(ValueError, match="unknown accelerator"):
+        best_precision("tpu")
+
+
+def test_cpu_trainer_resolves_to_the_detected_precision(make_cfg: Any) -> None:
+    assert make_cfg("trainer=cpu").trainer.precision == best_precision("cpu")
