@@ -5,27 +5,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fixtures import CITYSCAPES_PALETTE, label_map, photo, write_folder, write_pairs
 from PIL import Image
 
-from seg.data.datamodule import SegmentationDataModule
-from seg.data.folder import SegmentationDataset, find_pairs
+from seg.data.datamodule import SegmentationDataModule, SizeGroupedBatches
+from seg.data.layouts import FolderLayout, SideBySideLayout
+from seg.data.masks import KMeansColours, MaskDecoder, majority_filter, nearest_colour
+from seg.data.reading import read_sample
+from seg.data.stats import median_frequency_from_masks
 from seg.data.synthetic import CLASS_NAMES, SyntheticScenes
 from seg.data.transforms import Pipeline
 from seg.errors import DataError
 
-
-def _write_pair(root: Path, split: str, stem: str, size=(32, 32), mask_size=None, labels=(0, 1)) -> None:
-    (root / split / "images").mkdir(parents=True, exist_ok=True)
-    (root / split / "masks").mkdir(parents=True, exist_ok=True)
-    h, w = size
-    image = np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8)
-    Image.fromarray(image).save(root / split / "images" / f"{stem}.png")
-    mh, mw = mask_size or size
-    mask = np.full((mh, mw), labels[0], dtype=np.uint8)
-    mask[: mh // 2] = labels[1]
-    Image.fromarray(mask).save(root / split / "masks" / f"{stem}.png")
+DEFAULT = FolderLayout(
+    {s: {"images": f"{s}/images", "masks": f"{s}/masks"} for s in ("train", "val", "test")}
+)
 
 
+# ----------------------------------------------------------------------------- synthetic data
 def test_synthetic_is_reproducible_and_independent_of_count(tmp_path: Path) -> None:
     a = SyntheticScenes(num_train=3, num_val=1, num_test=0, image_size=32).build(tmp_path / "a")
     b = SyntheticScenes(num_train=5, num_val=1, num_test=0, image_size=32).build(tmp_path / "b")
@@ -37,7 +34,7 @@ def test_synthetic_is_reproducible_and_independent_of_count(tmp_path: Path) -> N
     assert (c / "train/images/00000.png").read_bytes() != (a / "train/images/00000.png").read_bytes()
 
 
-def test_synthetic_scenes_use_many_classes_and_colour_does_not_give_them_away(tmp_path: Path) -> None:
+def test_synthetic_scenes_use_every_class_and_colour_does_not_give_them_away(tmp_path: Path) -> None:
     root = SyntheticScenes(num_train=40, num_val=0, num_test=0, image_size=64).build(tmp_path)
     seen: set[int] = set()
     colours: dict[int, list[np.ndarray]] = {}
@@ -62,47 +59,163 @@ def test_build_is_reused_and_leaves_no_temporary_folders(tmp_path: Path) -> None
     assert [p.name for p in tmp_path.iterdir()] == [root.name]
 
 
-def test_folder_pairs_and_reads(tmp_path: Path) -> None:
-    _write_pair(tmp_path, "train", "b")
-    _write_pair(tmp_path, "train", "a")
-    pairs = find_pairs(tmp_path, "train")
-    assert [p[0].name for p in pairs] == ["a.png", "b.png"]
-    ds = SegmentationDataset(pairs, num_classes=2, ignore_index=None, transform=Pipeline())
-    image, mask = ds[0]
-    assert image.shape == (3, 32, 32) and image.dtype == torch.uint8
-    assert mask.shape == (32, 32) and mask.dtype == torch.int64
-    assert set(mask.unique().tolist()) == {0, 1}
+# ----------------------------------------------------------------------------- layouts and reading
+def test_folder_layout_pairs_by_stem_and_reports_every_orphan(tmp_path: Path) -> None:
+    write_folder(tmp_path, {"train": 3})
+    Image.new("RGB", (64, 64)).save(tmp_path / "train/images/lonely.jpg")
+    Image.new("L", (64, 64)).save(tmp_path / "train/masks/stray.png")
+    samples, problems = DEFAULT.samples(tmp_path, "train")
+    assert [s.image.name for s in samples] == ["000.png", "001.png", "002.png"]
+    assert {(p.kind, p.path.name) for p in problems} == {
+        ("image without mask", "lonely.jpg"),
+        ("mask without image", "stray.png"),
+    }
 
 
-def test_image_without_mask_is_named(tmp_path: Path) -> None:
-    _write_pair(tmp_path, "train", "a")
-    Image.new("RGB", (32, 32)).save(tmp_path / "train/images/lonely.png")
-    with pytest.raises(DataError, match=r"lonely\.png"):
-        find_pairs(tmp_path, "train")
+def test_camvid_style_layout(tmp_path: Path) -> None:
+    write_folder(tmp_path, {"train": 2, "val": 1}, images="{split}", masks="{split}annot")
+    layout = FolderLayout(
+        {"train": {"images": "train", "masks": "trainannot"}, "val": {"images": "val", "masks": "valannot"}}
+    )
+    samples, problems = layout.samples(tmp_path, "train")
+    assert len(samples) == 2 and not problems
+    assert samples[0].mask == tmp_path / "trainannot/000.png"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "is an empty file"),
+        (b"this is not an image", "cannot read image"),
+        ("truncated", "cannot read image"),
+    ],
+)
+def test_unreadable_images_are_named(tmp_path: Path, content: bytes | str, message: str) -> None:
+    write_folder(tmp_path, {"train": 1})
+    bad = tmp_path / "train/images/000.png"
+    if content == "truncated":
+        content = bad.read_bytes()[:200]
+    bad.write_bytes(content)  # type: ignore[arg-type]
+    samples, _ = DEFAULT.samples(tmp_path, "train")
+    with pytest.raises(DataError, match=f"{message}.*000.png|000.png.*{message}"):
+        read_sample(samples[0])
+
+
+def test_grayscale_rgba_and_16_bit_images_become_rgb(tmp_path: Path) -> None:
+    write_folder(tmp_path, {"train": 3})
+    images = sorted((tmp_path / "train/images").iterdir())
+    Image.new("L", (64, 64), 7).save(images[0])
+    Image.new("RGBA", (64, 64), (1, 2, 3, 4)).save(images[1])
+    Image.fromarray(np.full((64, 64), 65535, dtype=np.uint16)).save(images[2])
+    samples, _ = DEFAULT.samples(tmp_path, "train")
+    arrays = [read_sample(s)[0] for s in samples]
+    assert all(a.shape == (64, 64, 3) and a.dtype == np.uint8 for a in arrays)
+    assert arrays[0][0, 0].tolist() == [7, 7, 7] and arrays[1][0, 0].tolist() == [1, 2, 3]
+    assert arrays[2][0, 0].tolist() == [255, 255, 255]
 
 
 def test_size_mismatch_is_named(tmp_path: Path) -> None:
-    _write_pair(tmp_path, "train", "a", size=(32, 32), mask_size=(16, 32))
-    dm = SegmentationDataModule(root=tmp_path, num_classes=2, num_workers=0)
-    with pytest.raises(DataError, match=r"a\.png is 32x32 but its mask .*a\.png is 32x16"):
-        dm.setup("fit")
+    write_folder(tmp_path, {"train": 1})
+    Image.new("L", (64, 32)).save(tmp_path / "train/masks/000.png")
+    samples, _ = DEFAULT.samples(tmp_path, "train")
+    with pytest.raises(DataError, match=r"000\.png is 64x64 but its mask .*000\.png is 64x32"):
+        read_sample(samples[0])
 
 
-def test_label_out_of_range_is_named(tmp_path: Path) -> None:
-    _write_pair(tmp_path, "train", "a", labels=(0, 7))
-    pairs = find_pairs(tmp_path, "train")
-    with pytest.raises(DataError, match=r"a\.png holds label value\(s\) \[7\]"):
-        SegmentationDataset(pairs, num_classes=3, ignore_index=255, transform=Pipeline())
-    # ...unless it is the ignore index.
-    SegmentationDataset(pairs, num_classes=3, ignore_index=7, transform=Pipeline())
+def test_side_by_side_pairs_split_in_halves(tmp_path: Path) -> None:
+    write_pairs(tmp_path, {"train": 1}, size=32)
+    samples, _ = SideBySideLayout({"train": "train"}).samples(tmp_path, "train")
+    image, raw = read_sample(samples[0])
+    assert image.shape == (32, 32, 3) and raw.shape == (32, 32, 3)
+    Image.new("RGB", (40, 32)).save(tmp_path / "train/bad.jpg")
+    samples, _ = SideBySideLayout({"train": "train"}).samples(tmp_path, "train")
+    with pytest.raises(DataError, match=r"bad\.jpg is 40x32; side-by-side pairs must be twice as wide"):
+        read_sample(next(s for s in samples if s.image.name == "bad.jpg"))
 
 
-def test_missing_root_is_named(tmp_path: Path) -> None:
-    dm = SegmentationDataModule(root=tmp_path / "nowhere", num_classes=2)
-    with pytest.raises(DataError, match="nowhere does not exist"):
-        dm.setup("fit")
+# ----------------------------------------------------------------------------- mask decoding
+def test_label_out_of_range_is_named_unless_ignored() -> None:
+    mask = np.array([[0, 1], [2, 7]], dtype=np.uint8)
+    with pytest.raises(DataError, match=r"m\.png holds label value\(s\) \[7\] but there are only 3"):
+        MaskDecoder(3, ignore_index=255)(mask, Path("m.png"))
+    assert MaskDecoder(3, ignore_index=7)(mask, Path("m.png")).tolist() == mask.tolist()
 
 
+def test_16_bit_masks_with_large_labels() -> None:
+    mask = np.array([[0, 300], [299, 1]], dtype=np.uint16)
+    out = MaskDecoder(301)(mask, Path("m.png"))
+    assert out.dtype == np.int32 and out.tolist() == [[0, 300], [299, 1]]
+
+
+def test_colour_masks_decode_exactly_even_with_near_duplicate_colours() -> None:
+    palette = [[0, 0, 0], [128, 64, 128], [130, 64, 128], [0, 0, 142], [0, 0, 140]]
+    labels = label_map(3, 64, num_classes=5)
+    colours = np.asarray(palette, dtype=np.uint8)[labels]
+    decoded = MaskDecoder(5, ignore_index=255, palette=palette, denoise=False)(colours, Path("m.png"))
+    assert (decoded == labels).all()
+
+
+def test_colour_far_from_every_palette_colour_is_ignored_or_refused() -> None:
+    palette = [[0, 0, 0], [255, 255, 255]]
+    mask = np.array([[[0, 0, 0], [255, 255, 255], [0, 255, 0]]], dtype=np.uint8)
+    out = MaskDecoder(2, ignore_index=9, palette=palette, denoise=False)(mask, Path("m.png"))
+    assert out.tolist() == [[0, 1, 9]]
+    with pytest.raises(DataError, match=r"m\.png has colours farther than .*max_distance"):
+        MaskDecoder(2, palette=palette, denoise=False)(mask, Path("m.png"))
+
+
+def test_colour_mask_without_palette_is_a_clear_error() -> None:
+    with pytest.raises(DataError, match=r"m\.png is a colour image but data.palette is not set"):
+        MaskDecoder(2)(np.zeros((2, 2, 3), dtype=np.uint8), Path("m.png"))
+
+
+def test_jpeg_pairs_decode_to_at_least_99_percent_of_the_true_labels(tmp_path: Path) -> None:
+    truth = write_pairs(tmp_path, {"train": 6}, size=256, quality=75)["train"]
+    decoder = MaskDecoder(19, ignore_index=255, palette=CITYSCAPES_PALETTE)
+    samples, _ = SideBySideLayout({"train": "train"}).samples(tmp_path, "train")
+    correct = total = 0
+    for sample, labels in zip(samples, truth, strict=True):
+        decoded = decoder(read_sample(sample)[1], sample.image)
+        correct += int((decoded == labels).sum())
+        total += labels.size
+    assert correct / total >= 0.99, correct / total
+
+
+def test_majority_filter_removes_isolated_pixels_and_keeps_edges() -> None:
+    labels = np.zeros((6, 6), dtype=np.uint8)
+    labels[:, 3:] = 1
+    noisy = labels.copy()
+    noisy[2, 1] = 5
+    assert (majority_filter(noisy) == labels).all()
+
+
+def test_nearest_colour_matches_each_colour_once() -> None:
+    rgb = np.array([[[10, 10, 10], [250, 250, 250]]], dtype=np.uint8)
+    assert nearest_colour(rgb, np.array([[0, 0, 0], [255, 255, 255]]), None, 0).tolist() == [[0, 1]]
+
+
+def test_kmeans_recovers_the_colours_and_caches_them(tmp_path: Path) -> None:
+    palette = [[200, 30, 30], [30, 200, 30], [30, 30, 200], [220, 220, 220]]
+    truth = write_folder(tmp_path / "ds", {"train": 8}, num_classes=4, palette=palette)
+    samples, _ = DEFAULT.samples(truth, "train")
+
+    def read(sample):
+        return read_sample(sample)[1]
+
+    decoder = KMeansColours(num_classes=4, seed=0)
+    decoder.prepare(samples, read, tmp_path / "cache")
+    assert sorted(map(tuple, decoder.palette)) == sorted(map(tuple, palette))
+    assert len(list((tmp_path / "cache").glob("kmeans-*.json"))) == 1
+    again = KMeansColours(num_classes=4, seed=0)
+    again.prepare(samples, lambda s: pytest.fail("refitted instead of reading the cache"), tmp_path / "cache")
+    assert again.palette == decoder.palette
+    mask = read(samples[0])
+    labels = decoder(mask, samples[0].mask)
+    colours = np.asarray(decoder.palette)[labels]
+    assert (np.abs(colours - mask).max(-1) < 2).mean() > 0.99
+
+
+# ----------------------------------------------------------------------------- transforms
 def test_transforms_move_image_and_mask_together() -> None:
     import albumentations as A
 
@@ -125,15 +238,125 @@ def test_resize_never_blends_labels() -> None:
     assert set(out.unique().tolist()) <= {0, 5, 9}
 
 
+# ----------------------------------------------------------------------------- datamodule
 def test_datamodule_batches(tmp_path: Path) -> None:
-    for i in range(5):
-        _write_pair(tmp_path, "train", f"t{i}")
-    for i in range(3):
-        _write_pair(tmp_path, "val", f"v{i}")
-    dm = SegmentationDataModule(root=tmp_path, num_classes=2, batch_size=2, num_workers=0)
+    write_folder(tmp_path, {"train": 5, "val": 3}, size=32)
+    dm = SegmentationDataModule(root=tmp_path, num_classes=3, batch_size=2, num_workers=0)
     dm.setup("fit")
     images, masks = next(iter(dm.train_dataloader()))
-    assert images.shape == (2, 3, 32, 32) and masks.shape == (2, 32, 32)
+    assert images.shape == (2, 3, 32, 32) and images.dtype == torch.uint8
+    assert masks.shape == (2, 32, 32) and masks.dtype == torch.int64
     assert len(dm.val_dataloader()) == 2  # 3 images, batch 2, nothing dropped
     assert not dm.has_split("test")
-    assert dm.class_names == ["class_0", "class_1"]
+    assert dm.class_names == ["class_0", "class_1", "class_2"]
+    assert len(dm.palette) == 3
+
+
+def test_missing_root_says_what_layout_is_expected(tmp_path: Path) -> None:
+    layout = FolderLayout({"train": {"images": "train", "masks": "trainannot"}})
+    dm = SegmentationDataModule(root=tmp_path / "nowhere", num_classes=2, layout=layout)
+    with pytest.raises(
+        DataError,
+        match=r"data.root .*nowhere does not exist: expected <root>/train/ with masks in <root>/trainannot/",
+    ):
+        dm.setup("fit")
+
+
+def test_missing_val_split_suggests_val_fraction(tmp_path: Path) -> None:
+    write_folder(tmp_path, {"train": 4}, size=32)
+    with pytest.raises(DataError, match=r"data\.val_fraction"):
+        SegmentationDataModule(root=tmp_path, num_classes=3, num_workers=0).setup("fit")
+
+
+def test_val_fraction_holds_out_part_of_train_reproducibly(tmp_path: Path) -> None:
+    write_folder(tmp_path, {"train": 10}, size=32)
+
+    def split(seed: int) -> tuple[set[str], set[str]]:
+        dm = SegmentationDataModule(
+            root=tmp_path, num_classes=3, val_fraction=0.3, split_seed=seed, num_workers=0
+        )
+        dm.setup("fit")
+        names = {k: {s.image.name for s in dm.datasets[k].samples} for k in ("train", "val")}
+        return names["train"], names["val"]
+
+    train, val = split(0)
+    assert len(val) == 3 and len(train) == 7 and not train & val
+    assert split(0) == (train, val)
+    assert split(1)[1] != val
+
+
+def test_first_data_problem_stops_setup_with_the_file_name(tmp_path: Path) -> None:
+    write_folder(tmp_path, {"train": 2, "val": 1}, size=32)
+    Image.new("RGB", (32, 32)).save(tmp_path / "val/images/extra.png")
+    dm = SegmentationDataModule(root=tmp_path, num_classes=3, num_workers=0)
+    with pytest.raises(DataError, match=r"image .*val/images/extra\.png has no mask"):
+        dm.setup("fit")
+
+
+def test_eval_batches_group_full_frames_by_size(tmp_path: Path) -> None:
+    write_folder(tmp_path, {"train": 2}, size=32)
+    write_folder(tmp_path, {"val": 3}, size=48)
+    write_folder(tmp_path / "more", {"val": 2}, size=64)
+    for p in (tmp_path / "more/val/images").iterdir():
+        p.rename(tmp_path / "val/images" / f"x{p.name}")
+    for p in (tmp_path / "more/val/masks").iterdir():
+        p.rename(tmp_path / "val/masks" / f"x{p.name}")
+    dm = SegmentationDataModule(root=tmp_path, num_classes=3, batch_size=4, num_workers=0)
+    dm.setup("fit")
+    shapes = sorted(tuple(masks.shape) for _, masks in dm.val_dataloader())
+    assert shapes == [(2, 64, 64), (3, 48, 48)]
+    assert SizeGroupedBatches([(1, 1), (2, 2), (1, 1)], 1).batches == [[0], [2], [1]]
+
+
+def test_median_frequency_weights_by_hand(tmp_path: Path) -> None:
+    # Image A: 3 px class 0, 1 px class 1. Image B: 2 px class 0, 2 px ignored (9).
+    # freq0 = 5 / (4 + 2) = 5/6; freq1 = 1 / 4; median = (5/6 + 1/4) / 2 = 13/24.
+    masks = [np.array([[0, 0], [0, 1]]), np.array([[0, 9], [9, 0]])]
+    weights = median_frequency_from_masks(masks, num_classes=2, ignore_index=9)
+    assert weights == pytest.approx([(13 / 24) / (5 / 6), (13 / 24) / (1 / 4)], abs=1e-4)
+
+
+def test_datamodule_caches_class_weights(tmp_path: Path) -> None:
+    write_folder(tmp_path / "ds", {"train": 4, "val": 1}, size=32)
+    dm = SegmentationDataModule(
+        root=tmp_path / "ds", num_classes=3, num_workers=0, cache_dir=tmp_path / "cache"
+    )
+    dm.setup("fit")
+    weights = dm.median_frequency_weights()
+    assert len(weights) == 3 and all(w > 0 for w in weights)
+    assert len(list((tmp_path / "cache").glob("median-frequency-*.json"))) == 1
+    assert dm.median_frequency_weights() == weights
+
+
+def test_check_reports_every_problem(tmp_path: Path) -> None:
+    write_folder(tmp_path, {"train": 3, "val": 2}, size=32)
+    (tmp_path / "train/images/001.png").write_bytes(b"")
+    Image.fromarray(np.full((32, 32), 9, dtype=np.uint8)).save(tmp_path / "val/masks/000.png")
+    Image.new("L", (32, 32)).save(tmp_path / "val/masks/stray.png")
+    reports = {r.split: r for r in SegmentationDataModule(root=tmp_path, num_classes=3).check()}
+    assert reports["train"].samples == 3 and reports["val"].samples == 2
+    kinds = sorted((r.split, p.kind, p.path.name) for r in reports.values() for p in r.problems)
+    assert kinds == [
+        ("train", "unreadable or invalid", "001.png"),
+        ("val", "mask without image", "stray.png"),
+        ("val", "unreadable or invalid", "000.png"),
+    ]
+    assert reports["train"].sizes == {(32, 32): 2}
+    assert int(reports["train"].pixels.sum()) == 2 * 32 * 32
+
+
+def test_cityscapes_pairs_datamodule(tmp_path: Path) -> None:
+    write_pairs(tmp_path, {"train": 3, "val": 2}, size=64)
+    layout = SideBySideLayout({"train": "train", "val": "val"})
+    decoder = MaskDecoder(19, 255, CITYSCAPES_PALETTE)
+    dm = SegmentationDataModule(
+        root=tmp_path, num_classes=19, ignore_index=255, layout=layout, decoder=decoder, num_workers=0
+    )
+    dm.setup("fit")
+    images, masks = next(iter(dm.val_dataloader()))
+    assert images.shape == (2, 3, 64, 64) and masks.shape == (2, 64, 64)
+    assert dm.palette == CITYSCAPES_PALETTE
+
+
+def test_photo_fixture_is_deterministic() -> None:
+    assert (photo(1) == photo(1)).all()

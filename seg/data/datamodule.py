@@ -1,41 +1,91 @@
-"""The LightningDataModule: splits, datasets and dataloaders for any folder-layout dataset."""
+"""The LightningDataModule: splits, checks, datasets and dataloaders for every data format."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
-from seg.data.folder import SegmentationDataset, check_sizes, find_pairs
+from seg.artifacts import write_json
+from seg.data.dataset import SegmentationDataset
+from seg.data.layouts import FolderLayout, Problem, Sample, SideBySideLayout
+from seg.data.masks import MaskDecoder
+from seg.data.reading import image_size, read_sample
+from seg.data.stats import class_histogram, median_frequency_from_masks
 from seg.data.synthetic import SyntheticScenes
 from seg.data.transforms import Pipeline
 from seg.errors import DataError
+from seg.viz import default_palette
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class SplitReport:
+    """What ``check`` found in one split: sizes, class histogram and problems."""
+
+    split: str
+    samples: int = 0
+    sizes: Counter[tuple[int, int]] = field(default_factory=Counter)
+    pixels: np.ndarray | None = None
+    images: np.ndarray | None = None
+    ignored: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+
+class SizeGroupedBatches(Sampler[list[int]]):
+    """Evaluation batches of equally sized images, so full frames of mixed sizes need no padding."""
+
+    def __init__(self, sizes: Sequence[tuple[int, int]], batch_size: int) -> None:
+        groups: dict[tuple[int, int], list[int]] = {}
+        for index, size in enumerate(sizes):
+            groups.setdefault(size, []).append(index)
+        self.batches = [
+            indices[i : i + batch_size] for indices in groups.values() for i in range(0, len(indices), batch_size)
+        ]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
 
 
 class SegmentationDataModule(pl.LightningDataModule):
-    """Train/val/test dataloaders over ``<root>/<split>/{images,masks}``.
+    """Train/val/test dataloaders for a dataset described by a layout and a mask decoder.
 
     Args:
         root: dataset folder; for generated data, the cache folder it is written into.
         num_classes: number of classes (the model and metrics read it from the data config).
         class_names: one name per class, used in metric names; ``class_<i>`` when omitted.
         ignore_index: mask value excluded from loss and metrics, or ``None``.
-        batch_size: images per training batch (validation and test use the same).
+        palette: one ``[r, g, b]`` per class, to decode colour masks and to draw predictions.
+        layout: where images and masks are (default: ``<root>/<split>/{images,masks}``).
+        decoder: turns mask files into class indices (default: ``MaskDecoder``).
+        mean: per-channel mean of the images in ``[0, 1]`` units (the model normalises with it).
+        std: per-channel standard deviation of the images in ``[0, 1]`` units.
+        image_size: side of the square training images or crops; the transform configs refer to it.
+        batch_size: images per training batch.
+        eval_batch_size: images per validation/test batch (default: ``batch_size``).
         num_workers: dataloader worker processes (0 loads in the training process).
         pin_memory: page-locked batches for faster GPU copies; ``None`` pins when CUDA is used.
         persistent_workers: keep workers alive between epochs.
         train_transforms: augmentation transforms for training (albumentations objects).
         eval_transforms: deterministic transforms for validation and test.
         in_channels: 3 for RGB images, 1 for grayscale.
-        image_size: side of the square training batches; the transform configs refer to it.
         cache: decode all images once at setup and keep them in memory.
-        splits: folder names of the ``train``, ``val`` and ``test`` splits; test is optional.
-        image_dir: image subfolder of each split.
-        mask_dir: mask subfolder of each split.
+        val_fraction: when the dataset has no validation split, hold out this fraction of train.
+        split_seed: seed of that hold-out.
+        cache_dir: where derived data (class weights, colour clusters) is cached.
         generator: writes the dataset under ``root`` first (e.g. ``SyntheticScenes``).
     """
 
@@ -45,18 +95,24 @@ class SegmentationDataModule(pl.LightningDataModule):
         num_classes: int,
         class_names: Sequence[str] | None = None,
         ignore_index: int | None = None,
+        palette: Sequence[Sequence[int]] | None = None,
+        layout: FolderLayout | SideBySideLayout | None = None,
+        decoder: MaskDecoder | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        image_size: int | None = None,
         batch_size: int = 16,
+        eval_batch_size: int | None = None,
         num_workers: int = 2,
         pin_memory: bool | None = None,
         persistent_workers: bool = True,
         train_transforms: Sequence[Any] | None = None,
         eval_transforms: Sequence[Any] | None = None,
         in_channels: int = 3,
-        image_size: int | None = None,
         cache: bool = True,
-        splits: dict[str, str] | None = None,
-        image_dir: str = "images",
-        mask_dir: str = "masks",
+        val_fraction: float | None = None,
+        split_seed: int = 0,
+        cache_dir: str | os.PathLike[str] | None = None,
         generator: SyntheticScenes | None = None,
     ) -> None:
         super().__init__()
@@ -65,37 +121,97 @@ class SegmentationDataModule(pl.LightningDataModule):
         self.num_classes = num_classes
         self.class_names = list(class_names) if class_names else [f"class_{i}" for i in range(num_classes)]
         self.ignore_index = ignore_index
+        self.layout = layout or FolderLayout({s: {"images": f"{s}/images", "masks": f"{s}/masks"} for s in SPLITS})
+        self.decoder = decoder or MaskDecoder(num_classes, ignore_index, palette)
+        self._palette = [list(map(int, c)) for c in palette] if palette is not None else None
+        self.mean, self.std = mean, std
+        self.image_size = image_size
         self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers
         self.train_pipeline = Pipeline(train_transforms)
         self.eval_pipeline = Pipeline(eval_transforms)
         self.in_channels = in_channels
-        self.image_size = image_size
         self.cache = cache
-        self.splits = {"train": "train", "val": "val", "test": "test", **(splits or {})}
-        self.image_dir = image_dir
-        self.mask_dir = mask_dir
+        if val_fraction is not None and not 0 < val_fraction < 1:
+            raise DataError(f"data.val_fraction={val_fraction} must be between 0 and 1")
+        self.val_fraction = val_fraction
+        self.split_seed = split_seed
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else self.root / ".seg-cache"
         self.datasets: dict[str, SegmentationDataset] = {}
+        self._samples: dict[str, list[Sample]] | None = None
 
+    # ----------------------------------------------------------------------------- metadata
+    @property
+    def palette(self) -> list[list[int]]:
+        """One ``[r, g, b]`` per class: configured, fitted by the decoder, or generated."""
+        return self.decoder.palette or self._palette or default_palette(self.num_classes)
+
+    def has_split(self, split: str) -> bool:
+        """Whether ``split`` (train, val or test) has data, on disk or carved from train."""
+        if split == "val" and self.val_fraction and not self.layout.has_split(self.root, "val"):
+            return self.layout.has_split(self.root, "train")
+        return self.layout.has_split(self.root, split)
+
+    # ----------------------------------------------------------------------------- samples
     def prepare_data(self) -> None:
         if self.generator is not None:
             self.generator.build(self.root.parent)
 
-    def has_split(self, split: str) -> bool:
-        """Whether ``split`` (train, val or test) exists on disk."""
-        return (self.root / self.splits[split] / self.image_dir).is_dir()
+    def _check_root(self) -> None:
+        if not self.root.is_dir():
+            raise DataError(
+                f"data.root {self.root} does not exist: expected {self.layout.describe('train')}; "
+                "put the dataset there or pass data.root=DIR"
+            )
+
+    def samples(self) -> tuple[dict[str, list[Sample]], dict[str, list[Problem]]]:
+        """Samples of every split present (val carved from train if asked), and pairing problems."""
+        self._check_root()
+        found: dict[str, list[Sample]] = {}
+        problems: dict[str, list[Problem]] = {}
+        for split in SPLITS:
+            if self.layout.has_split(self.root, split) or split == "train":
+                found[split], problems[split] = self.layout.samples(self.root, split)
+        if "val" not in found and self.val_fraction and found["train"]:
+            order = np.random.default_rng(self.split_seed).permutation(len(found["train"]))
+            n_val = max(1, round(self.val_fraction * len(order)))
+            held_out = set(order[:n_val].tolist())
+            found["val"] = [s for i, s in enumerate(found["train"]) if i in held_out]
+            found["train"] = [s for i, s in enumerate(found["train"]) if i not in held_out]
+        return found, problems
+
+    def _split_samples(self) -> dict[str, list[Sample]]:
+        if self._samples is None:
+            found, by_split = self.samples()
+            problems = [problem for split_problems in by_split.values() for problem in split_problems]
+            if problems:
+                more = f" (and {len(problems) - 1} more problems: run python -m seg.check_data)"
+                raise DataError(problems[0].message + (more if len(problems) > 1 else ""))
+            if "val" not in found:
+                raise DataError(
+                    f"no validation split: expected {self.layout.describe('val')}, or set "
+                    "data.val_fraction=0.1 to hold out part of train"
+                )
+            self.decoder.prepare(found["train"], self._read_raw_mask, self.cache_dir)
+            self._samples = found
+        return self._samples
+
+    def _read_raw_mask(self, sample: Sample) -> np.ndarray:
+        return read_sample(sample, self.in_channels)[1]
 
     def _dataset(self, split: str) -> SegmentationDataset:
         if split not in self.datasets:
-            if not self.root.is_dir():
-                raise DataError(f"data.root {self.root} does not exist; point data.root at your dataset")
-            pairs = find_pairs(self.root, self.splits[split], self.image_dir, self.mask_dir)
-            check_sizes(pairs)
+            samples = self._split_samples()[split]
+            if not self.cache:  # still refuse mismatched sizes before training starts
+                for sample in samples:
+                    if sample.mask is not None and image_size(sample.image) != image_size(sample.mask):
+                        read_sample(sample, self.in_channels)  # raises with both sizes
             pipeline = self.train_pipeline if split == "train" else self.eval_pipeline
             self.datasets[split] = SegmentationDataset(
-                pairs, self.num_classes, self.ignore_index, pipeline, self.in_channels, self.cache
+                samples, self.decoder, pipeline, self.in_channels, self.cache
             )
         return self.datasets[split]
 
@@ -108,27 +224,83 @@ class SegmentationDataModule(pl.LightningDataModule):
         if stage == "test" or (stage is None and self.has_split("test")):
             self._dataset("test")
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    # ----------------------------------------------------------------------------- loaders
+    def _loader(self, split: str, train: bool) -> DataLoader:
         dataset = self._dataset(split)
         pin = self.pin_memory
         if pin is None:
             trainer = self.trainer
             pin = trainer is not None and trainer.strategy.root_device.type == "cuda"
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            drop_last=shuffle and len(dataset) > self.batch_size,
-            num_workers=self.num_workers,
-            pin_memory=pin,
-            persistent_workers=self.persistent_workers and self.num_workers > 0,
-        )
+        common: dict[str, Any] = {
+            "num_workers": self.num_workers,
+            "pin_memory": pin,
+            "persistent_workers": self.persistent_workers and self.num_workers > 0,
+        }
+        if train:
+            drop_last = len(dataset) > self.batch_size
+            return DataLoader(dataset, batch_size=self.batch_size, shuffle=True, drop_last=drop_last, **common)
+        sizes = [self._frame_size(dataset, i) for i in range(len(dataset))]
+        if len(set(sizes)) > 1 and self.eval_batch_size > 1:
+            return DataLoader(dataset, batch_sampler=SizeGroupedBatches(sizes, self.eval_batch_size), **common)
+        return DataLoader(dataset, batch_size=self.eval_batch_size, shuffle=False, **common)
+
+    def _frame_size(self, dataset: SegmentationDataset, index: int) -> tuple[int, int]:
+        if self.eval_pipeline.transforms:  # transforms may resize; ask the pipeline
+            return tuple(dataset[index][1].shape)  # type: ignore[return-value]
+        if dataset._cache is not None:
+            return dataset.read(index)[1].shape[:2]  # type: ignore[return-value]
+        width, height = image_size(dataset.samples[index].image)
+        return (height, width // 2) if dataset.samples[index].mask is None else (height, width)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        return self._loader("train", train=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+        return self._loader("val", train=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._loader("test", train=False)
+
+    # ----------------------------------------------------------------------------- statistics
+    def median_frequency_weights(self) -> list[float]:
+        """SegNet-style class weights from the training masks, computed once and cached."""
+        dataset = self._dataset("train")
+        key = json.dumps(
+            [str(self.root.resolve()), [str(s.image) for s in dataset.samples], repr(self.decoder),
+             self.decoder.palette, self.num_classes, self.ignore_index]
+        )
+        cache = self.cache_dir / f"median-frequency-{hashlib.sha1(key.encode()).hexdigest()[:12]}.json"
+        if cache.is_file():
+            return json.loads(cache.read_text())["weights"]
+        masks = (dataset.read(i)[1] for i in range(len(dataset)))
+        weights = median_frequency_from_masks(masks, self.num_classes, self.ignore_index)
+        write_json(cache, {"weights": weights, "class_names": self.class_names})
+        return weights
+
+    def check(self) -> list[SplitReport]:
+        """Read every file of every split and report sizes, class histograms and all problems."""
+        found, problems = self.samples()
+        reports = {split: SplitReport(split, problems=list(problems.get(split, []))) for split in found}
+        try:
+            self.decoder.prepare(found.get("train", []), self._read_raw_mask, self.cache_dir)
+        except DataError as e:
+            reports["train"].problems.append(Problem("decoder", self.root, str(e)))
+            return list(reports.values())
+        for split, samples in found.items():
+            report = reports[split]
+            report.samples = len(samples)
+            report.pixels = np.zeros(self.num_classes, dtype=np.int64)
+            report.images = np.zeros(self.num_classes, dtype=np.int64)
+            for sample in samples:
+                try:
+                    image, raw = read_sample(sample, self.in_channels)
+                    mask = self.decoder(raw, sample.mask or sample.image)
+                except DataError as e:
+                    report.problems.append(Problem("unreadable or invalid", sample.mask or sample.image, str(e)))
+                    continue
+                report.sizes[(image.shape[1], image.shape[0])] += 1
+                pixels, images, ignored = class_histogram([mask], self.num_classes, self.ignore_index)
+                report.pixels += pixels
+                report.images += images
+                report.ignored += ignored
+        return list(reports.values())

@@ -1,0 +1,77 @@
+"""Small datasets written to disk for tests, in every layout the project reads."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from seg.data.synthetic import render_scene
+
+CITYSCAPES_PALETTE = [
+    [128, 64, 128], [244, 35, 232], [70, 70, 70], [102, 102, 156], [190, 153, 153],
+    [153, 153, 153], [250, 170, 30], [220, 220, 0], [107, 142, 35], [152, 251, 152],
+    [70, 130, 180], [220, 20, 60], [255, 0, 0], [0, 0, 142], [0, 0, 70], [0, 60, 100],
+    [0, 80, 100], [0, 0, 230], [119, 11, 32],
+]  # fmt: skip
+
+
+def label_map(seed: int, size: int = 64, num_classes: int = 3) -> np.ndarray:
+    """A label map of overlapping shapes with classes ``0..num_classes-1``."""
+    rng = np.random.default_rng(seed)
+    _, labels = render_scene(size, rng, max_shapes=6)
+    relabel = rng.integers(0, num_classes, size=labels.max() + 1)
+    return relabel[labels].astype(np.uint8)
+
+
+def photo(seed: int, size: int = 64) -> np.ndarray:
+    return np.random.default_rng(seed + 1000).integers(0, 256, (size, size, 3), dtype=np.uint8)
+
+
+def write_folder(
+    root: Path,
+    splits: dict[str, int],
+    num_classes: int = 3,
+    size: int = 64,
+    images: str = "{split}/images",
+    masks: str = "{split}/masks",
+    palette: Sequence[Sequence[int]] | None = None,
+) -> Path:
+    """Write ``count`` image/mask pairs per split; colour masks when ``palette`` is given."""
+    for split, count in splits.items():
+        (root / images.format(split=split)).mkdir(parents=True, exist_ok=True)
+        (root / masks.format(split=split)).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            seed = i + 100 * len(split)
+            labels = label_map(seed, size, num_classes)
+            Image.fromarray(photo(seed, size)).save(root / images.format(split=split) / f"{i:03d}.png")
+            mask = labels if palette is None else np.asarray(palette, dtype=np.uint8)[labels]
+            Image.fromarray(mask).save(root / masks.format(split=split) / f"{i:03d}.png")
+    return root
+
+
+def jpeg_pair(labels: np.ndarray, palette: Sequence[Sequence[int]], seed: int, quality: int = 85) -> bytes:
+    """A side-by-side JPEG: photo on the left, the colour-coded labels on the right."""
+    colours = np.asarray(palette, dtype=np.uint8)[labels]
+    pair = np.concatenate([photo(seed, labels.shape[0]), colours], axis=1)
+    buffer = io.BytesIO()
+    Image.fromarray(pair).save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def write_pairs(
+    root: Path, splits: dict[str, int], size: int = 128, quality: int = 85
+) -> dict[str, list[np.ndarray]]:
+    """Write JPEG pairs with Cityscapes colours; return the true label maps per split."""
+    truth: dict[str, list[np.ndarray]] = {}
+    for split, count in splits.items():
+        (root / split).mkdir(parents=True, exist_ok=True)
+        truth[split] = []
+        for i in range(count):
+            labels = label_map(7 * i + len(split), size, num_classes=19)
+            (root / split / f"{i:03d}.jpg").write_bytes(jpeg_pair(labels, CITYSCAPES_PALETTE, i, quality))
+            truth[split].append(labels)
+    return truth
