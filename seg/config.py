@@ -69,6 +69,17 @@ def validate_train_config(cfg: DictConfig) -> None:
             f"data.class_names has {len(names)} names but data.num_classes is {num_classes}; "
             "give one name per class"
         )
+    weights = cfg.loss.get("class_weights")
+    if isinstance(weights, str) and weights != "median_frequency":
+        raise ConfigError(
+            f"loss.class_weights={weights!r} is not valid: expected null, median_frequency, "
+            "or a list with one weight per class"
+        )
+    if weights is not None and not isinstance(weights, str) and len(weights) != num_classes:
+        raise ConfigError(
+            f"loss.class_weights has {len(weights)} values but data.num_classes is {num_classes}; "
+            "give one weight per class, or use loss.class_weights=median_frequency"
+        )
     if cfg.model.net.num_classes != num_classes:
         raise ConfigError(
             f"model.net.num_classes={cfg.model.net.num_classes} disagrees with "

@@ -16,6 +16,7 @@ from seg.artifacts import export_torchscript, write_json
 from seg.callbacks import MetricsHistory
 from seg.config import validate_train_config
 from seg.data.datamodule import SegmentationDataModule
+from seg.hardware import tune_allocator
 from seg.module import SegmentationModule
 
 log = logging.getLogger(__name__)
@@ -52,12 +53,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """
     validate_train_config(cfg)
     OmegaConf.resolve(cfg)
+    if cfg.get("tune_allocator", True):
+        tune_allocator()
     output_dir = Path(cfg.paths.output_dir)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule: SegmentationDataModule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")  # reads and checks the data before anything slow starts
+    if cfg.loss.get("class_weights") == "median_frequency":
+        cfg.loss.class_weights = datamodule.median_frequency_weights()
+        log.info("Median-frequency class weights: %s", cfg.loss.class_weights)
 
     module: SegmentationModule = instantiate(
         cfg.model, loss=cfg.loss, scheduler=cfg.get("scheduler"), _recursive_=False
@@ -106,6 +112,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "class_names": datamodule.class_names,
             "num_classes": datamodule.num_classes,
             "ignore_index": datamodule.ignore_index,
+            "palette": datamodule.palette,
             "in_channels": datamodule.in_channels,
             "input": "float32 (B, C, H, W) scaled to [0, 1]; any H and W",
             "output": "logits (B, num_classes, H, W)",

@@ -56,7 +56,10 @@ def test_missing_data_root_is_one_line(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     lines = _error_lines(result.stderr)
-    assert lines == [f"error: data.root {missing} does not exist; point data.root at your dataset"]
+    assert lines == [
+        f"error: data.root {missing} does not exist: expected <root>/train/images/ with masks in "
+        "<root>/train/masks/; put the dataset there or pass data.root=DIR"
+    ]
     assert "Traceback" not in result.stderr + result.stdout
 
 

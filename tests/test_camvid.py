@@ -1,0 +1,82 @@
+"""The real CamVid data (skipped when ../shared/datasets/camvid is absent)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import REPO, compose_train, run_cli
+from hydra.utils import instantiate
+
+CAMVID = Path(REPO.parent / "shared" / "datasets" / "camvid")
+needs_camvid = pytest.mark.skipif(not (CAMVID / "train").is_dir(), reason=f"CamVid not found at {CAMVID}")
+
+NAMES = [
+    "Sky",
+    "Building",
+    "Pole",
+    "Road",
+    "Pavement",
+    "Tree",
+    "SignSymbol",
+    "Fence",
+    "Car",
+    "Pedestrian",
+    "Bicyclist",
+]
+
+
+@needs_camvid
+def test_camvid_loader_has_11_classes_with_void_ignored() -> None:
+    cfg = compose_train(
+        ["data=camvid", f"data.root={CAMVID}", "data.num_workers=0", "paths.output_dir=unused"]
+    )
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    assert datamodule.num_classes == 11 and datamodule.class_names == NAMES
+    assert datamodule.ignore_index == 11 and len(datamodule.palette) == 11
+    assert len(datamodule.datasets["train"]) == 367 and len(datamodule.datasets["val"]) == 101
+    assert not datamodule.has_split("test")
+    images, masks = next(iter(datamodule.train_dataloader()))
+    assert images.shape == (16, 3, 256, 256)  # random crops
+    values = set(masks.unique().tolist())
+    assert values <= set(range(12)) and len(values) > 5
+    images, masks = next(iter(datamodule.val_dataloader()))
+    assert images.shape == (16, 3, 360, 480)  # full frames
+    assert (masks == 11).any()  # void is there, to be ignored
+
+
+@needs_camvid
+def test_camvid_trains_a_few_steps(tmp_path: Path) -> None:
+    from seg.run import train
+
+    cfg = compose_train(
+        [
+            "data=camvid",
+            f"data.root={CAMVID}",
+            "data.num_workers=0",
+            "data.image_size=128",
+            "model.net.base_channels=8",
+            "trainer=cpu",
+            "trainer.max_epochs=1",
+            "trainer.limit_train_batches=3",
+            "trainer.limit_val_batches=2",
+            "trainer.enable_progress_bar=false",
+            f"paths.output_dir={tmp_path}",
+            f"paths.data_dir={tmp_path}",
+        ]
+    )
+    metrics = train(cfg)
+    best = metrics["best"]
+    assert set(f"val/iou/{n.lower()}" for n in NAMES) <= set(best)
+    assert torch.isfinite(torch.tensor(best["val/loss"]))
+
+
+def test_missing_camvid_says_where_to_put_it(tmp_path: Path) -> None:
+    result = run_cli(["seg.train", "data=camvid", f"paths.log_dir={tmp_path}"], cwd=tmp_path)
+    assert result.returncode == 2
+    assert (
+        "error: data.root data/camvid does not exist: expected <root>/train/ with masks in <root>/trainannot/"
+        in result.stderr
+    )
