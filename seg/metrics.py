@@ -1,10 +1,12 @@
 """Per-class Dice and IoU on torchmetrics, with class names and an explicit absent-class policy.
 
-Dice of a class is its pixel F1 score, ``2TP / (2TP + FP + FN)``, and IoU is
-``TP / (TP + FP + FN)``, both accumulated over every pixel of the split (not averaged per image).
+Dice of a class is its pixel F1 score, ``2TP / (2TP + FP + FN)``, IoU is ``TP / (TP + FP + FN)``
+and accuracy is ``TP / (TP + FN)`` (recall), all accumulated over every pixel of the split (not
+averaged per image).
 Pixels whose target is ``ignore_index`` are left out. A class that appears neither in the
 targets nor in the predictions of the whole split has no score (NaN); the means are taken over
-the classes that have one, and never over the ignored class.
+the classes that have one, and never over the ignored class. Accuracy is only defined for classes
+present in the targets (mean class accuracy is over those).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Sequence
 import torch
 from torchmetrics import MetricCollection
 from torchmetrics.classification import (
+    MulticlassAccuracy,
     MulticlassConfusionMatrix,
     MulticlassF1Score,
     MulticlassJaccardIndex,
@@ -23,12 +26,13 @@ from torchmetrics.classification import (
 
 
 def build_metrics(num_classes: int, ignore_index: int | None = None) -> MetricCollection:
-    """Accumulators for per-class Dice, IoU and the confusion matrix over a split."""
+    """Accumulators for per-class Dice, IoU, accuracy (recall) and the confusion matrix over a split."""
     common = {"num_classes": num_classes, "ignore_index": ignore_index, "validate_args": False}
     return MetricCollection(
         {
             "dice": MulticlassF1Score(average="none", **common),
             "iou": MulticlassJaccardIndex(average="none", **common),
+            "accuracy": MulticlassAccuracy(average="none", **common),
             "confmat": MulticlassConfusionMatrix(**common),
         },
         compute_groups=False,
@@ -48,15 +52,19 @@ def summarize(
 ) -> dict[str, float]:
     """Flatten computed metrics into ``{prefix}/dice``, ``{prefix}/dice/<class>``, ``{prefix}/iou``, ...
 
+    ``{prefix}/accuracy`` is the mean class accuracy (recall), ``{prefix}/pixel_accuracy`` the
+    global one.
+
     Classes absent from targets and predictions are NaN and left out of the means, and so is
     ``ignore_index`` when it is one of the classes.
     """
     confmat = values["confmat"].double()
-    present = (confmat.sum(0) + confmat.sum(1)) > 0
+    in_targets = confmat.sum(1) > 0
+    present = {"dice": in_targets | (confmat.sum(0) > 0), "accuracy": in_targets}
     out: dict[str, float] = {}
-    for metric in ("dice", "iou"):
+    for metric in ("dice", "iou", "accuracy"):
         per_class = values[metric].double().clone()
-        per_class[~present] = math.nan
+        per_class[~present.get(metric, present["dice"])] = math.nan
         if ignore_index is not None and 0 <= ignore_index < len(per_class):
             per_class[ignore_index] = math.nan
         scored = [v for v in per_class.tolist() if not math.isnan(v)]

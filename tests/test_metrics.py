@@ -34,6 +34,11 @@ def test_per_class_values() -> None:
     assert out["val/dice"] == pytest.approx((4 / 5 + 1 / 2 + 0) / 3)
     assert out["val/iou"] == pytest.approx((2 / 3 + 1 / 3 + 0) / 3)
     assert out["val/pixel_accuracy"] == pytest.approx(3 / 5)
+    # Accuracy (recall) is defined for classes in the targets: sky 2/3, road sign 1/2.
+    assert out["val/accuracy/sky"] == pytest.approx(2 / 3)
+    assert out["val/accuracy/road_sign"] == pytest.approx(1 / 2)
+    assert math.isnan(out["val/accuracy/car"])
+    assert out["val/accuracy"] == pytest.approx((2 / 3 + 1 / 2) / 2)
 
 
 def test_class_absent_everywhere_is_nan_and_left_out_of_the_mean() -> None:
