@@ -1,4 +1,4 @@
-"""Files a run leaves for people and programs: ``model.pt``, ``metrics.json``, ``classes.json``.
+"""Writing the files people and programs rely on, atomically.
 
 Every file is written to a temporary name beside its target and renamed into place, so a
 crash leaves either the previous file or the new one, never a truncated one.
@@ -7,7 +7,6 @@ crash leaves either the previous file or the new one, never a truncated one.
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import math
 import os
@@ -15,9 +14,6 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import torch
-from torch import nn
 
 
 @contextlib.contextmanager
@@ -58,13 +54,4 @@ def write_json(path: str | os.PathLike[str], data: Any) -> Path:
     """Write ``data`` as indented JSON, atomically (NaN becomes ``null``)."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(_json_safe(data), indent=2) + "\n")
-    return Path(path)
-
-
-def export_torchscript(net: nn.Module, path: str | os.PathLike[str]) -> Path:
-    """Save a scripted fp32, eval-mode, contiguous copy of ``net`` that ``torch.jit.load`` reads alone."""
-    model = copy.deepcopy(net).float().eval().to(memory_format=torch.contiguous_format).cpu()
-    scripted = torch.jit.script(model)
-    with atomic_path(path) as tmp:
-        scripted.save(str(tmp))
     return Path(path)

@@ -225,6 +225,10 @@ class SegmentationDataModule(pl.LightningDataModule):
             self._dataset("test")
 
     # ----------------------------------------------------------------------------- loaders
+    def eval_dataloader(self, split: str) -> DataLoader:
+        """Full-frame, unshuffled batches of any split (as validation uses), for evaluation."""
+        return self._loader(split, train=False)
+
     def _loader(self, split: str, train: bool) -> DataLoader:
         dataset = self._dataset(split)
         pin = self.pin_memory

@@ -14,7 +14,7 @@ from seg.errors import DataError
 _READ_ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError)
 
 
-def _open(path: Path, what: str) -> Image.Image:
+def open_image(path: Path, what: str) -> Image.Image:
     if path.stat().st_size == 0:
         raise DataError(f"{what} {path} is an empty file")
     try:
@@ -56,7 +56,7 @@ def read_mask_array(image: Image.Image) -> np.ndarray:
 def read_sample(sample: Sample, in_channels: int = 3) -> tuple[np.ndarray, np.ndarray]:
     """Decode a sample into an ``(H, W, C)`` uint8 image and its raw mask array."""
     if sample.mask is None:  # side by side: photo | label
-        both = _open(sample.image, "image")
+        both = open_image(sample.image, "image")
         width, height = both.size
         if width != 2 * height:
             raise DataError(
@@ -67,8 +67,8 @@ def read_sample(sample: Sample, in_channels: int = 3) -> tuple[np.ndarray, np.nd
         image = to_channels(both.crop((0, 0, half, height)), in_channels)
         mask = read_mask_array(both.crop((half, 0, width, height)).convert("RGB"))
         return image, mask
-    image = to_channels(_open(sample.image, "image"), in_channels)
-    mask = read_mask_array(_open(sample.mask, "mask"))
+    image = to_channels(open_image(sample.image, "image"), in_channels)
+    mask = read_mask_array(open_image(sample.mask, "mask"))
     if image.shape[:2] != mask.shape[:2]:
         raise DataError(
             f"image {sample.image} is {image.shape[1]}x{image.shape[0]} but its mask {sample.mask} "

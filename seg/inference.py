@@ -1,0 +1,235 @@
+"""Loading a trained model from any saved form, and running it on images of any size.
+
+A model is a ``.ckpt`` checkpoint, a TorchScript ``model.pt``, a ``torch.export`` ``.pt2``, an
+``.onnx`` file, or a run directory (its ``model.pt``). Class names and colours come from the
+``classes.json`` beside the file (or in the run directory), so the training config is not needed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from seg.errors import SegError
+from seg.hardware import best_precision
+from seg.viz import default_palette
+
+Model = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class ClassInfo:
+    """What the output channels of a model mean."""
+
+    class_names: list[str]
+    palette: list[list[int]]
+    ignore_index: int | None = None
+    in_channels: int = 3
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @classmethod
+    def generated(cls, num_classes: int, in_channels: int = 3) -> ClassInfo:
+        """Placeholder names and colours, for a model saved without ``classes.json``."""
+        return cls(
+            [f"class_{i}" for i in range(num_classes)], default_palette(num_classes), None, in_channels
+        )
+
+    @classmethod
+    def read(cls, path: Path) -> ClassInfo:
+        data = json.loads(path.read_text())
+        names = list(data["class_names"])
+        palette = data.get("palette") or default_palette(len(names))
+        return cls(names, palette, data.get("ignore_index"), int(data.get("in_channels", 3)))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "class_names": self.class_names,
+            "num_classes": self.num_classes,
+            "ignore_index": self.ignore_index,
+            "palette": self.palette,
+            "in_channels": self.in_channels,
+            "input": "float32 (B, C, H, W) scaled to [0, 1]; any H and W (multiples of 16 for ONNX and .pt2)",
+            "output": "logits (B, num_classes, H, W)",
+        }
+
+
+class OnnxModel:
+    """An ONNX file run by onnxruntime, called like a module on CPU tensors."""
+
+    def __init__(self, path: Path) -> None:
+        try:
+            import onnxruntime
+        except ImportError:
+            raise SegError(f'{path} is an ONNX model; running it needs: pip install -e ".[export]"') from None
+        self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        (logits,) = self.session.run(None, {"image": images.detach().cpu().float().numpy()})
+        return torch.from_numpy(logits)
+
+
+def _classes_json(model_path: Path) -> Path | None:
+    for folder in (model_path.parent, model_path.parent.parent):
+        if (folder / "classes.json").is_file():
+            return folder / "classes.json"
+    return None
+
+
+def load_model(path: str | Path) -> tuple[Model, ClassInfo, Path]:
+    """The model in ``path`` (file or run directory), what its classes are, and the file used."""
+    path = Path(path)
+    if path.is_dir():
+        if not (path / "model.pt").is_file():
+            raise SegError(
+                f"model_path {path} is a folder without model.pt; pass a run directory or a model file"
+            )
+        path = path / "model.pt"
+    if not path.is_file():
+        raise SegError(f"model_path {path} does not exist")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".ckpt":
+            from seg.module import SegmentationModule
+
+            module = SegmentationModule.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+            net: Any = module.net.eval().to(memory_format=torch.contiguous_format)
+            info_file = _classes_json(path)
+            info = (
+                ClassInfo.read(info_file)
+                if info_file
+                else ClassInfo(module.class_names, module.palette, module.ignore_index, net.in_channels)
+            )
+            return net, info, path
+        if suffix == ".onnx":
+            model: Any = OnnxModel(path)
+        elif suffix == ".pt2":
+            model = torch.export.load(str(path)).module()
+        else:
+            model = torch.jit.load(str(path), map_location="cpu").eval()
+    except SegError:
+        raise
+    except Exception as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SegError(
+            f"cannot load model {path}: expected a .ckpt, TorchScript .pt, .pt2 or .onnx file "
+            f"written by seg ({reason})"
+        ) from None
+    info_file = _classes_json(path)
+    if info_file is not None:
+        return model, ClassInfo.read(info_file), path
+    num_classes = getattr(model, "num_classes", None)
+    if num_classes is None:
+        raise SegError(f"no classes.json next to {path}; copy the run's classes.json beside the model")
+    return model, ClassInfo.generated(int(num_classes), int(getattr(model, "in_channels", 3))), path
+
+
+def to_input(images: torch.Tensor) -> torch.Tensor:
+    """uint8 ``(B, C, H, W)`` images to the float ``[0, 1]`` input models take."""
+    return images.float().div_(255) if images.dtype == torch.uint8 else images.float()
+
+
+class Predictor:
+    """Runs a model on batches of images, on GPU when present, with bf16 where it is fast.
+
+    Images larger than ``tile_size`` in either dimension are predicted tile by tile with
+    ``tile_overlap``, and the overlapping logits are blended with a smooth window so that tile
+    borders leave no seams.
+
+    Args:
+        model: a loaded model (see ``load_model``).
+        num_classes: its number of output channels.
+        device: ``auto`` (GPU when present), ``cpu`` or ``cuda``.
+        precision: ``auto`` (bf16 where native, as in training), ``32`` or ``bf16``.
+        tile_size: images larger than this are tiled (``null``: never).
+        tile_overlap: fraction of a tile shared with its neighbour.
+    """
+
+    def __init__(
+        self,
+        model: Model,
+        num_classes: int,
+        device: str = "auto",
+        precision: str = "auto",
+        tile_size: int | None = 1024,
+        tile_overlap: float = 0.25,
+    ) -> None:
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        if isinstance(model, nn.Module):
+            model = model.to(self.device)
+        self.model = model
+        self.num_classes = num_classes
+        if precision == "auto":
+            precision = (
+                "bf16" if best_precision(self.device.type.replace("cuda", "gpu")) == "bf16-mixed" else "32"
+            )
+        if precision not in ("32", "bf16"):
+            raise SegError(f"precision={precision!r} is not valid: expected auto, 32 or bf16")
+        self.autocast = precision == "bf16" and not isinstance(model, OnnxModel)
+        if tile_size is not None and tile_size < 16:
+            raise SegError(f"tile_size={tile_size} is not valid: expected at least 16, or null")
+        if not 0 <= tile_overlap < 1:
+            raise SegError(f"tile_overlap={tile_overlap} is not valid: expected 0 <= overlap < 1")
+        self.tile_size = tile_size
+        self.tile_overlap = tile_overlap
+
+    @torch.no_grad()
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        """fp32 logits on the CPU for uint8 (or ``[0, 1]`` float) images ``(B, C, H, W)``."""
+        height, width = images.shape[-2:]
+        if self.tile_size is not None and max(height, width) > self.tile_size:
+            return self._tiled(images)
+        return self._run(images)
+
+    def _run(self, images: torch.Tensor) -> torch.Tensor:
+        x = to_input(images).to(self.device)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            out = self.model(x)
+        return out.float().cpu()
+
+    def _tiled(self, images: torch.Tensor) -> torch.Tensor:
+        assert self.tile_size is not None
+        batch, _, height, width = images.shape
+        tile_h, tile_w = min(self.tile_size, height), min(self.tile_size, width)
+        starts_y = _starts(height, tile_h, self.tile_overlap)
+        starts_x = _starts(width, tile_w, self.tile_overlap)
+        window = _window(tile_h, tile_w)
+        total = torch.zeros(batch, self.num_classes, height, width)
+        weight = torch.zeros(1, 1, height, width)
+        for y in starts_y:
+            for x in starts_x:
+                tile = images[..., y : y + tile_h, x : x + tile_w]
+                total[..., y : y + tile_h, x : x + tile_w] += self._run(tile) * window
+                weight[..., y : y + tile_h, x : x + tile_w] += window
+        return total / weight
+
+    def labels(self, images: torch.Tensor) -> torch.Tensor:
+        """Class indices ``(B, H, W)``."""
+        return self.logits(images).argmax(1)
+
+
+def _starts(size: int, tile: int, overlap: float) -> list[int]:
+    if size <= tile:
+        return [0]
+    stride = max(1, int(tile * (1 - overlap)))
+    count = math.ceil((size - tile) / stride) + 1
+    return sorted({min(i * stride, size - tile) for i in range(count)})
+
+
+def _window(height: int, width: int) -> torch.Tensor:
+    """A smooth weight that is highest in a tile's centre and small (never zero) at its borders."""
+    wy = torch.from_numpy(np.hanning(height + 2)[1:-1]).float()
+    wx = torch.from_numpy(np.hanning(width + 2)[1:-1]).float()
+    return (wy[:, None] * wx[None, :]).clamp_min(1e-3)
