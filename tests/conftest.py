@@ -86,3 +86,23 @@ def run_cli(args: Sequence[str], cwd: Path, timeout: float = 300) -> subprocess.
         text=True,
         timeout=timeout,
     )
+
+
+@pytest.fixture(scope="session")
+def cli_run(data_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny training run made through the command line, with its .hydra config: its run dir."""
+    logs = tmp_path_factory.mktemp("cli_logs")
+    overrides = [o for o in TINY if not o.startswith("trainer.max_epochs")]
+    result = run_cli(
+        [
+            "seg.train",
+            *overrides,
+            "trainer.max_epochs=3",
+            f"paths.log_dir={logs}",
+            f"paths.data_dir={data_cache}",
+        ],
+        cwd=logs,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = (logs / "train" / "runs").iterdir()
+    return run_dir

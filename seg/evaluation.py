@@ -1,0 +1,162 @@
+"""Scoring a trained model on a whole split: per-class table, JSON, Markdown and pictures."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from seg.artifacts import atomic_path, write_json
+from seg.data.datamodule import SegmentationDataModule
+from seg.errors import SegError
+from seg.inference import ClassInfo, Predictor, load_model
+from seg.metrics import build_metrics, metric_key, summarize
+from seg.viz import confusion_matrix_figure, sample_panel_figure, save_figure
+
+log = logging.getLogger(__name__)
+
+
+def data_config(cfg: DictConfig) -> DictConfig:
+    """The data config to evaluate on: a run directory's saved one, or the composed one."""
+    if not cfg.get("run_dir"):
+        return cfg.data
+    saved = Path(cfg.run_dir) / ".hydra" / "config.yaml"
+    if not saved.is_file():
+        raise SegError(f"run_dir {cfg.run_dir} has no .hydra/config.yaml; is it a training run directory?")
+    run_cfg = OmegaConf.load(saved)
+    if cfg.get("data_root"):
+        run_cfg.data.root = cfg.data_root
+    return run_cfg.data
+
+
+def per_class_table(
+    summary: dict[str, float], info: ClassInfo, share: np.ndarray, split: str
+) -> list[dict[str, Any]]:
+    """One row per class: Dice, IoU, accuracy and the share of the split's pixels it covers."""
+    rows = []
+    for i, name in enumerate(info.class_names):
+        key = metric_key(name)
+        rows.append(
+            {
+                "class": name,
+                "dice": summary[f"{split}/dice/{key}"],
+                "iou": summary[f"{split}/iou/{key}"],
+                "accuracy": summary[f"{split}/accuracy/{key}"],
+                "pixel_share": float(share[i]),
+            }
+        )
+    return rows
+
+
+def _fmt(value: float) -> str:
+    return "-" if value is None or math.isnan(value) else f"{100 * value:.1f}"
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], means: dict[str, float]) -> str:
+    """The per-class table in Markdown (percent), with the means as the last row."""
+    lines = ["| class | Dice | IoU | accuracy | pixels |", "| --- | ---: | ---: | ---: | ---: |"]
+    for row in rows:
+        lines.append(
+            f"| {row['class']} | {_fmt(row['dice'])} | {_fmt(row['iou'])} | "
+            f"{_fmt(row['accuracy'])} | {_fmt(row['pixel_share'])} |"
+        )
+    lines.append(
+        f"| **mean** | **{_fmt(means['dice'])}** | **{_fmt(means['iou'])}** | "
+        f"**{_fmt(means['class_accuracy'])}** | |"
+    )
+    lines.append("")
+    lines.append(f"Global pixel accuracy: {_fmt(means['pixel_accuracy'])}%")
+    return "\n".join(lines) + "\n"
+
+
+def evaluate(cfg: DictConfig, default_output: Path) -> dict[str, Any]:
+    """Score ``cfg.model_path`` (or ``<cfg.run_dir>/model.pt``) on ``cfg.split``; write the report.
+
+    Returns the content of ``metrics.json``.
+    """
+    if not cfg.get("run_dir") and not cfg.get("model_path"):
+        raise SegError(
+            "pass run_dir=<training run directory>, or model_path=<model file> with data=<dataset>"
+        )
+    if cfg.get("run_dir") and not Path(cfg.run_dir).is_dir():
+        raise SegError(f"run_dir {cfg.run_dir} does not exist")
+    model_path = Path(cfg.model_path) if cfg.get("model_path") else Path(cfg.run_dir) / "model.pt"
+    model, info, model_path = load_model(model_path)
+    split = cfg.split
+    if split not in ("train", "val", "test"):
+        raise SegError(f"split={split!r} is not valid: expected test, val or train")
+    datamodule: SegmentationDataModule = instantiate(data_config(cfg))
+    if info.num_classes != datamodule.num_classes:
+        raise SegError(
+            f"model {model_path} predicts {info.num_classes} classes but the data has "
+            f"{datamodule.num_classes}; evaluate it on the data it was trained for"
+        )
+    datamodule.prepare_data()
+    if not datamodule.has_split(split):
+        raise SegError(f"the data in {datamodule.root} has no {split} split; try split=val")
+    loader = datamodule.eval_dataloader(split)
+    dataset = loader.dataset
+    order = [index for batch in loader.batch_sampler for index in batch]
+    predictor = Predictor(model, info.num_classes, cfg.device, str(cfg.precision), cfg.get("tile_size"))
+    metrics = build_metrics(info.num_classes, datamodule.ignore_index)
+    samples: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
+    seen = 0
+    for images, masks in tqdm(loader, desc=f"Evaluating {split}", unit="batch"):
+        predictions = predictor.labels(images)
+        metrics.update(predictions, masks)
+        for k in range(len(images)):
+            if len(samples) < cfg.num_samples:
+                image = images[k].permute(1, 2, 0).numpy()
+                samples.append((order[seen + k], image, masks[k].numpy(), predictions[k].numpy()))
+        seen += len(images)
+    values = metrics.compute()
+    summary = summarize(values, info.class_names, split, datamodule.ignore_index)
+    confmat = values["confmat"].cpu().numpy()
+    share = confmat.sum(1) / max(confmat.sum(), 1)
+    rows = per_class_table(summary, info, share, split)
+    means = {
+        "dice": summary[f"{split}/dice"],
+        "iou": summary[f"{split}/iou"],
+        "class_accuracy": summary[f"{split}/accuracy"],
+        "pixel_accuracy": summary[f"{split}/pixel_accuracy"],
+    }
+
+    output = (
+        Path(cfg.output_dir)
+        if cfg.get("output_dir")
+        else (Path(cfg.run_dir) / "eval" / split if cfg.get("run_dir") else default_output / "eval" / split)
+    )
+    report = {
+        "model": model_path,
+        "data_root": datamodule.root,
+        "split": split,
+        "images": len(dataset),
+        "mean": means,
+        "per_class": rows,
+        "confusion_matrix": confmat.tolist(),
+        "class_names": info.class_names,
+        "ignore_index": datamodule.ignore_index,
+    }
+    write_json(output / "metrics.json", report)
+    table = markdown_table(rows, means)
+    with atomic_path(output / "metrics.md") as tmp:
+        heading = f"# {split} split of {datamodule.root} ({len(dataset)} images)"
+        tmp.write_text(f"{heading}\n\nModel: `{model_path}`\n\n{table}")
+    title = f"{split}: {len(dataset)} images"
+    save_figure(confusion_matrix_figure(confmat, info.class_names, title), output / "confusion_matrix.png")
+    for index, image, target, prediction in samples:
+        name = Path(dataset.samples[index].image).stem
+        figure = sample_panel_figure(
+            image, target, prediction, info.palette, info.class_names, datamodule.ignore_index, name
+        )
+        save_figure(figure, output / "samples" / f"{name}.png")
+    print(table, flush=True)
+    print(f"Report: {output}/ (metrics.json, metrics.md, confusion_matrix.png, samples/)", flush=True)
+    return report

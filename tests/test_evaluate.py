@@ -1,0 +1,95 @@
+"""seg.evaluate: the same numbers from the checkpoint and from TorchScript, and the report files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import CONF_DIR, TINY, run_cli
+from hydra import compose, initialize_config_dir
+from PIL import Image
+
+from seg.data.synthetic import CLASS_NAMES
+from seg.errors import SegError
+from seg.evaluation import evaluate
+
+
+def _eval_cfg(*overrides: str) -> Any:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="evaluate", overrides=list(overrides))
+
+
+def _data_overrides(trained_run: dict[str, Any]) -> list[str]:
+    keep = ("data.generator", "data.image_size", "data.num_workers")
+    return [o for o in TINY if o.startswith(keep)] + [f"paths.data_dir={trained_run['cfg'].paths.data_dir}"]
+
+
+def test_checkpoint_and_torchscript_give_the_same_numbers(
+    trained_run: dict[str, Any], tmp_path: Path
+) -> None:
+    best = trained_run["metrics"]["paths"]["best_checkpoint"]
+    reports = []
+    for name, model in (("ckpt", best), ("pt", trained_run["dir"] / "model.pt")):
+        cfg = _eval_cfg(*_data_overrides(trained_run), f"model_path={model}", f"output_dir={tmp_path / name}")
+        reports.append(evaluate(cfg, tmp_path))
+    ckpt, script = reports
+    assert ckpt["confusion_matrix"] == script["confusion_matrix"]
+    assert ckpt["mean"] == pytest.approx(script["mean"])
+    assert ckpt["images"] == 16
+
+
+def test_report_files(trained_run: dict[str, Any], tmp_path: Path) -> None:
+    cfg = _eval_cfg(
+        *_data_overrides(trained_run), f"model_path={trained_run['dir'] / 'model.pt'}", "num_samples=3",
+        f"output_dir={tmp_path}", "split=val",
+    )  # fmt: skip
+    report = evaluate(cfg, tmp_path)
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert [row["class"] for row in saved["per_class"]] == list(CLASS_NAMES)
+    assert set(saved["mean"]) == {"dice", "iou", "class_accuracy", "pixel_accuracy"}
+    assert saved["mean"]["dice"] == pytest.approx(report["mean"]["dice"])
+    assert sum(row["pixel_share"] for row in saved["per_class"]) == pytest.approx(1.0)
+    assert "| **mean** |" in (tmp_path / "metrics.md").read_text()
+    with Image.open(tmp_path / "confusion_matrix.png") as image:
+        assert image.size[0] >= 400 and image.size[1] >= 400
+    samples = sorted((tmp_path / "samples").iterdir())
+    assert len(samples) == 3
+    with Image.open(samples[0]) as image:
+        width, height = image.size
+        assert width > 3 * height  # four panels side by side
+
+
+def test_run_dir_from_the_command_line(cli_run: Path) -> None:
+    result = run_cli(["seg.evaluate", f"run_dir={cli_run}", "num_samples=1"], cwd=cli_run)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "| **mean** |" in result.stdout
+    out = cli_run / "eval" / "test"
+    assert (out / "metrics.json").is_file() and (out / "confusion_matrix.png").is_file()
+    assert len(list((out / "samples").glob("*.png"))) == 1
+
+
+def test_model_for_other_data_is_refused(trained_run: dict[str, Any], tmp_path: Path) -> None:
+    cfg = _eval_cfg(
+        "data=folder",
+        f"data.root={tmp_path}",
+        "data.num_classes=3",
+        f"model_path={trained_run['dir'] / 'model.pt'}",
+    )
+    with pytest.raises(SegError, match="predicts 13 classes but the data has 3"):
+        evaluate(cfg, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(None, "does not exist"), (b"", "cannot load model"), (b"not a model at all", "cannot load model")],
+)
+def test_bad_model_files_are_one_line(tmp_path: Path, content: bytes | None, message: str) -> None:
+    model = tmp_path / "model.pt"
+    if content is not None:
+        model.write_bytes(content)
+    result = run_cli(["seg.evaluate", f"model_path={model}", f"paths.log_dir={tmp_path}"], cwd=tmp_path)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
