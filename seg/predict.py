@@ -1,0 +1,38 @@
+"""``python -m seg.predict model_path=<model> input=<image or folder> output=<folder>``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+import seg.config  # noqa: F401  (registers the config resolvers)
+from seg.errors import SegError, exit_on_user_error
+from seg.inference import Predictor, load_model
+from seg.prediction import PredictionReport, predict_files
+
+
+def run(cfg: DictConfig) -> PredictionReport:
+    model, info, _ = load_model(cfg.model_path)
+    predictor = Predictor(
+        model, info.num_classes, cfg.device, str(cfg.precision), cfg.tile_size, cfg.tile_overlap
+    )
+    output = Path(cfg.output) if cfg.get("output") else Path(HydraConfig.get().runtime.output_dir)
+    report = predict_files(predictor, info, Path(cfg.input), output, cfg.batch_size, cfg.alpha)
+    print(f"Wrote {len(report.written)} mask(s) and overlay(s) to {output}; skipped {len(report.skipped)}.")
+    for path, reason in report.skipped:
+        print(f"  skipped {path}: {reason}")
+    if report.skipped:
+        raise SegError(f"{len(report.skipped)} input file(s) could not be read (listed above)")
+    return report
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
+def main(cfg: DictConfig) -> None:
+    exit_on_user_error(lambda: run(cfg))
+
+
+if __name__ == "__main__":
+    main()
