@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from seg.metrics import build_metrics, summarize
+from seg.viz import default_palette
 
 
 def _plain(config: Any) -> Any:
@@ -37,6 +38,7 @@ class SegmentationModule(pl.LightningModule):
         scheduler: optional Lightning lr-scheduler config whose ``scheduler`` entry is a partial
             that receives the optimizer (``interval``, ``monitor``, ... are passed through).
         class_names: one name per class, used in metric names.
+        palette: one ``[r, g, b]`` per class, for pictures of predictions.
         ignore_index: target value left out of the metrics (the loss has its own setting).
         channels_last: keep activations in NHWC, which is faster for convolutions on CPU
             (oneDNN) and on GPU tensor cores.
@@ -49,12 +51,14 @@ class SegmentationModule(pl.LightningModule):
         optimizer: Mapping[str, Any],
         scheduler: Mapping[str, Any] | None = None,
         class_names: Sequence[str] | None = None,
+        palette: Sequence[Sequence[int]] | None = None,
         ignore_index: int | None = None,
         channels_last: bool = True,
     ) -> None:
         super().__init__()
         net, loss, optimizer, scheduler = _plain(net), _plain(loss), _plain(optimizer), _plain(scheduler)
         class_names = list(class_names) if class_names is not None else None
+        palette = [[int(c) for c in colour] for colour in palette] if palette is not None else None
         self.save_hyperparameters()
         self.net: nn.Module = instantiate(net)
         self.loss_fn: nn.Module = instantiate(loss)
@@ -62,9 +66,11 @@ class SegmentationModule(pl.LightningModule):
         self.class_names = class_names or [f"class_{i}" for i in range(num_classes)]
         if len(self.class_names) != num_classes:
             raise ValueError(f"{len(self.class_names)} class names for a network with {num_classes} classes")
+        self.palette = palette or default_palette(num_classes)
         self.ignore_index = ignore_index
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.net.to(memory_format=self.memory_format)
+        self.last_confmat: dict[str, Any] = {}  # the latest confusion matrix per stage, for pictures
         self.val_metrics = build_metrics(num_classes, ignore_index)
         self.test_metrics = build_metrics(num_classes, ignore_index)
 
@@ -86,15 +92,19 @@ class SegmentationModule(pl.LightningModule):
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=batch[0].shape[0])
         return loss
 
-    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> None:
+    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         logits, loss = self._step(batch)
         self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=stage == "val", batch_size=batch[0].shape[0])
         metrics = self.val_metrics if stage == "val" else self.test_metrics
-        metrics.update(logits.argmax(dim=1), batch[1])
+        predictions = logits.argmax(dim=1)
+        metrics.update(predictions, batch[1])
+        return predictions
 
     def _eval_epoch_end(self, stage: str) -> None:
         metrics = self.val_metrics if stage == "val" else self.test_metrics
-        values = summarize(metrics.compute(), self.class_names, stage, self.ignore_index)
+        computed = metrics.compute()
+        self.last_confmat[stage] = computed["confmat"].cpu().numpy()
+        values = summarize(computed, self.class_names, stage, self.ignore_index)
         metrics.reset()
         self.log(f"{stage}/dice", values.pop(f"{stage}/dice"), prog_bar=True)
         self.log_dict(values)
@@ -103,14 +113,14 @@ class SegmentationModule(pl.LightningModule):
         # Sanity-check batches must not leak into the first epoch's validation scores.
         self.val_metrics.reset()
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, "val")
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._eval_step(batch, "val")
 
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end("val")
 
-    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, "test")
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._eval_step(batch, "test")
 
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end("test")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -11,13 +12,17 @@ from typing import Any
 import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.loggers import TensorBoardLogger
 
-from seg.artifacts import export_torchscript, write_json
+from seg.artifacts import write_json
 from seg.callbacks import MetricsHistory
 from seg.config import validate_train_config
 from seg.data.datamodule import SegmentationDataModule
+from seg.deploy import export_torchscript
 from seg.hardware import tune_allocator
+from seg.inference import ClassInfo
 from seg.module import SegmentationModule
+from seg.viz import curves_figure, save_figure
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +71,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         log.info("Median-frequency class weights: %s", cfg.loss.class_weights)
 
     module: SegmentationModule = instantiate(
-        cfg.model, loss=cfg.loss, scheduler=cfg.get("scheduler"), _recursive_=False
+        cfg.model,
+        loss=cfg.loss,
+        scheduler=cfg.get("scheduler"),
+        class_names=datamodule.class_names,
+        palette=datamodule.palette,
+        ignore_index=datamodule.ignore_index,
+        _recursive_=False,
     )
     history = MetricsHistory()
     loggers = _instantiate_all(cfg.get("logger"))
@@ -106,21 +117,50 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "tensorboard": getattr(trainer.logger, "log_dir", None),
         },
     }
-    write_json(
-        output_dir / "classes.json",
-        {
-            "class_names": datamodule.class_names,
-            "num_classes": datamodule.num_classes,
-            "ignore_index": datamodule.ignore_index,
-            "palette": datamodule.palette,
-            "in_channels": datamodule.in_channels,
-            "input": "float32 (B, C, H, W) scaled to [0, 1]; any H and W",
-            "output": "logits (B, num_classes, H, W)",
-        },
+    info = ClassInfo(
+        datamodule.class_names, datamodule.palette, datamodule.ignore_index, datamodule.in_channels
     )
+    write_json(output_dir / "classes.json", info.to_json())
     write_json(output_dir / "metrics.json", metrics)
+    if history.epochs:
+        keys = ["train/loss_epoch", "val/loss", monitor, "val/iou"]
+        save_figure(curves_figure(history.epochs, keys), output_dir / "images" / "curves.png")
+    _log_hparams(trainer, cfg, metrics)
     _report(metrics)
     return metrics
+
+
+def _log_hparams(trainer: pl.Trainer, cfg: DictConfig, metrics: dict[str, Any]) -> None:
+    """Fill TensorBoard's HPARAMS tab: this run's settings beside its best scores."""
+    flat: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}." if key != "_target_" else prefix)
+                if key == "_target_":
+                    flat[prefix.rstrip(".") or "target"] = value.rsplit(".", 1)[-1]
+        elif isinstance(node, (int, float, str, bool)):
+            flat[prefix.rstrip(".")] = node
+
+    for group in ("model", "loss", "scheduler"):
+        node = cfg.get(group)
+        if isinstance(node, DictConfig):
+            walk(OmegaConf.to_container(node, resolve=True), f"{group}.")
+    for key in ("data.batch_size", "data.image_size", "trainer.max_epochs", "trainer.precision", "seed"):
+        flat[key] = OmegaConf.select(cfg, key)
+    flat["data"] = Path(str(cfg.data.get("root", ""))).name
+    best, test = metrics["best"] or {}, metrics["test"] or {}
+    scores = {
+        "hp/best_val_dice": best.get("val/dice", math.nan),
+        "hp/best_val_iou": best.get("val/iou", math.nan),
+    }
+    if "test/dice" in test:
+        scores["hp/test_dice"] = test["test/dice"]
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.log_hyperparams({k: v for k, v in flat.items() if v is not None}, scores)
+            logger.finalize("success")
 
 
 def _shown(path: str | os.PathLike[str] | None) -> str:
