@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from seg.data.synthetic import render_scene
@@ -75,3 +76,23 @@ def write_pairs(
             (root / split / f"{i:03d}.jpg").write_bytes(jpeg_pair(labels, CITYSCAPES_PALETTE, i, quality))
             truth[split].append(labels)
     return truth
+
+
+class NanAfter(torch.nn.Module):
+    """A Dice loss that turns NaN after ``calls`` training steps (for the NaN-stop test)."""
+
+    def __init__(self, calls: int, ignore_index: int | None = None) -> None:
+        super().__init__()
+        from seg.losses import DiceLoss
+
+        self.loss = DiceLoss(ignore_index=ignore_index)
+        self.calls = calls
+        self.seen = 0
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        value = self.loss(logits, target)
+        if torch.is_grad_enabled():  # training steps only, not validation
+            self.seen += 1
+            if self.seen > self.calls:
+                return value * float("nan")
+        return value

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
+from lightning_fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader, Sampler
 
 from seg.artifacts import write_json
@@ -60,6 +62,80 @@ class SizeGroupedBatches(Sampler[list[int]]):
         return len(self.batches)
 
 
+class SeededSampler(Sampler[tuple[int, int]]):
+    """Training order and augmentation seeds that depend on ``(seed, epoch)`` alone.
+
+    Yields ``(index, augmentation seed)``. A run resumed from a checkpoint therefore sees the
+    same images in the same order with the same augmentations as a run never stopped, whatever
+    the number of dataloader workers. With ``num_replicas > 1`` each rank takes every
+    ``num_replicas``-th item (the epoch is padded to a multiple of ``num_replicas``).
+    """
+
+    def __init__(self, size: int, seed: int = 0, num_replicas: int = 1, rank: int = 0) -> None:
+        self.size = size
+        self.seed = seed
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.epoch = 0
+        self.start = 0  # items of this epoch already consumed (set when resuming mid-epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning at the start of every epoch."""
+        if epoch != self.epoch:
+            self.start = 0
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(self.size)
+        seeds = rng.integers(0, 2**31 - 1, size=self.size)
+        per_rank = -(-self.size // self.num_replicas)
+        padded = np.resize(np.arange(self.size), per_rank * self.num_replicas)  # repeats the start
+        start, self.start = self.start, 0
+        for position in padded[self.rank :: self.num_replicas][start:]:
+            yield int(order[position]), int(seeds[position])
+
+    def __len__(self) -> int:
+        return -(-self.size // self.num_replicas)
+
+
+def init_worker(worker_id: int) -> None:
+    """Dataloader workers leave Ctrl-C and SIGTERM to the training process, which stops cleanly
+    and shuts them down; then Lightning's per-worker seeding."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    pl_worker_init_function(worker_id)
+
+
+class ResumableLoader(DataLoader):
+    """A training DataLoader that checkpoints where it is in the epoch.
+
+    Lightning saves ``state_dict()`` in every checkpoint and, when a run resumes in the middle
+    of an epoch, calls ``load_state_dict``: the next epoch iterator then starts after the
+    batches already trained on, in the same order, so a resumed run sees exactly the data an
+    uninterrupted one would.
+    """
+
+    sampler: SeededSampler
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._batches = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        self._batches = self.sampler.start // (self.batch_size or 1)
+        for batch in super().__iter__():
+            self._batches += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.sampler.epoch, "batches": self._batches}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.sampler.epoch = int(state["epoch"])
+        self.sampler.start = int(state["batches"]) * (self.batch_size or 1)
+
+
 class SegmentationDataModule(pl.LightningDataModule):
     """Train/val/test dataloaders for a dataset described by a layout and a mask decoder.
 
@@ -85,6 +161,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         cache: decode all images once at setup and keep them in memory.
         val_fraction: when the dataset has no validation split, hold out this fraction of train.
         split_seed: seed of that hold-out.
+        seed: seed of the training order and augmentations (see ``SeededSampler``).
         cache_dir: where derived data (class weights, colour clusters) is cached.
         generator: writes the dataset under ``root`` first (e.g. ``SyntheticScenes``).
     """
@@ -112,6 +189,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         cache: bool = True,
         val_fraction: float | None = None,
         split_seed: int = 0,
+        seed: int = 0,
         cache_dir: str | os.PathLike[str] | None = None,
         generator: SyntheticScenes | None = None,
     ) -> None:
@@ -139,6 +217,7 @@ class SegmentationDataModule(pl.LightningDataModule):
             raise DataError(f"data.val_fraction={val_fraction} must be between 0 and 1")
         self.val_fraction = val_fraction
         self.split_seed = split_seed
+        self.seed = seed
         self.cache_dir = Path(cache_dir) if cache_dir is not None else self.root / ".seg-cache"
         self.datasets: dict[str, SegmentationDataset] = {}
         self._samples: dict[str, list[Sample]] | None = None
@@ -188,7 +267,7 @@ class SegmentationDataModule(pl.LightningDataModule):
             found, by_split = self.samples()
             problems = [problem for split_problems in by_split.values() for problem in split_problems]
             if problems:
-                more = f" (and {len(problems) - 1} more problems: run python -m seg.check_data)"
+                more = f" (and {len(problems) - 1} more: python -m seg.check_data with the same data options lists them)"
                 raise DataError(problems[0].message + (more if len(problems) > 1 else ""))
             if "val" not in found:
                 raise DataError(
@@ -239,10 +318,16 @@ class SegmentationDataModule(pl.LightningDataModule):
             "num_workers": self.num_workers,
             "pin_memory": pin,
             "persistent_workers": self.persistent_workers and self.num_workers > 0,
+            "worker_init_fn": init_worker if self.num_workers > 0 else None,
         }
         if train:
-            drop_last = len(dataset) > self.batch_size
-            return DataLoader(dataset, batch_size=self.batch_size, shuffle=True, drop_last=drop_last, **common)
+            trainer = self.trainer
+            world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+            sampler = SeededSampler(len(dataset), self.seed, world, rank)
+            drop_last = len(sampler) > self.batch_size
+            return ResumableLoader(
+                dataset, batch_size=self.batch_size, sampler=sampler, drop_last=drop_last, **common
+            )
         sizes = [self._frame_size(dataset, i) for i in range(len(dataset))]
         if len(set(sizes)) > 1 and self.eval_batch_size > 1:
             return DataLoader(dataset, batch_sampler=SizeGroupedBatches(sizes, self.eval_batch_size), **common)

@@ -12,7 +12,7 @@ from seg.data.layouts import Sample
 from seg.data.masks import MaskDecoder
 from seg.data.reading import read_sample
 
-Transform = Callable[[np.ndarray, np.ndarray], tuple[torch.Tensor, torch.Tensor]]
+Transform = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
 
 class SegmentationDataset(Dataset):
@@ -21,7 +21,7 @@ class SegmentationDataset(Dataset):
     Args:
         samples: the image/mask files.
         decoder: turns raw masks into class indices and checks their values.
-        transform: called with ``(image, mask)`` arrays, returns tensors.
+        transform: called with ``(image, mask)`` arrays and a ``seed`` (or ``None``), returns tensors.
         in_channels: 3 for RGB, 1 for grayscale.
         cache: decode every sample now and keep the arrays: epochs then cost no decoding, and a
             broken file stops the run before training starts, with its name.
@@ -54,5 +54,7 @@ class SegmentationDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.transform(*self.read(index))
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The transformed pair; ``key`` is an index, or ``(index, augmentation seed)``."""
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        return self.transform(*self.read(index), seed=seed)

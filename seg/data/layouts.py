@@ -61,7 +61,8 @@ class FolderLayout:
         images_dir = root / self.splits[split]["images"]
         masks_dir = root / self.splits[split]["masks"]
         if not images_dir.is_dir():
-            return [], [Problem("missing folder", images_dir, f"no image folder {images_dir}")]
+            message = f"no image folder {images_dir} (expected {self.describe(split)})"
+            return [], [Problem("missing folder", images_dir, message)]
         if not masks_dir.is_dir():
             message = f"no mask folder {masks_dir} for the images in {images_dir}"
             return [], [Problem("missing folder", masks_dir, message)]

@@ -29,8 +29,13 @@ class Pipeline:
             A.Compose(self.transforms, mask_interpolation=0) if self.transforms else None
         )
 
-    def __call__(self, image: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self, image: np.ndarray, mask: np.ndarray, seed: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Transform one pair; with ``seed``, the random choices depend on it alone."""
         if self._compose is not None:
+            if seed is not None:
+                self._compose.set_random_seed(seed)
             out = self._compose(image=image, mask=mask)
             image, mask = out["image"], out["mask"]
         if image.ndim == 2:
