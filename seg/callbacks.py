@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,7 @@ import pytorch_lightning as pl
 import torch
 from PIL import Image
 from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from seg.artifacts import atomic_path
 from seg.viz import confusion_matrix_figure, figure_to_array, prediction_grid, save_figure
@@ -37,6 +40,12 @@ class MetricsHistory(pl.Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         row = self._row(trainer)
         row.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.endswith("_epoch")})
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epochs": self.epochs}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.epochs = list(state_dict.get("epochs", []))
 
     def best(self, monitor: str, mode: str = "max") -> dict[str, Any] | None:
         """The first epoch with the best ``monitor`` value (NaN never wins)."""
@@ -124,3 +133,59 @@ class ValidationImages(pl.Callback):
                 confusion_matrix_figure(confmat, pl_module.class_names, title),
                 run_dir / "val_confusion_matrix.png",
             )
+
+
+class GracefulStop(pl.Callback):
+    """Ctrl-C and SIGTERM stop training at the next batch boundary, after saving ``last.ckpt``.
+
+    Lightning turns SIGTERM into an exception at the next batch. The first Ctrl-C is turned into
+    one at the end of the current training batch too (a second Ctrl-C stops at once, without
+    a new checkpoint), so the saved state is always a consistent one: the step completed, the
+    optimizer updated, the loader's position counted. Other failures (a NaN loss, a crash)
+    leave the previous ``last.ckpt`` untouched.
+    """
+
+    def __init__(self, checkpoint_dir: str | Path) -> None:
+        self.checkpoint_dir = Path(checkpoint_dir)
+        self.signal: str | None = None
+        self._requested = False
+        self._previous_handler: Any = None
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        if self._requested:
+            raise KeyboardInterrupt
+        self._requested = True
+        print(
+            "\nCtrl-C: stopping after this batch and saving last.ckpt (press again to stop at once)",
+            flush=True,
+        )
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self._previous_handler = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def _restore(self) -> None:
+        if self._previous_handler is not None:
+            signal.signal(signal.SIGINT, self._previous_handler)
+            self._previous_handler = None
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        if self._requested:
+            raise KeyboardInterrupt
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._restore()
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        self._restore()
+        if isinstance(exception, SIGTERMException):
+            self.signal = "SIGTERM"
+        elif isinstance(exception, KeyboardInterrupt):
+            self.signal = "SIGINT"
+            if not self._requested:  # interrupted mid-step: the previous checkpoint is the good one
+                return
+        else:
+            return
+        trainer.save_checkpoint(self.checkpoint_dir / "last.ckpt")

@@ -24,6 +24,10 @@ class ConfigError(SegError):
     """A config value that cannot work; the message names the key."""
 
 
+class NonFiniteLossError(SegError):
+    """The training loss became NaN or infinite (usually a learning rate too high for the loss)."""
+
+
 def user_message(error: BaseException) -> str:
     """The one line to show for ``error``.
 

@@ -15,6 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from seg.errors import NonFiniteLossError
 from seg.metrics import build_metrics, summarize
 from seg.viz import default_palette
 
@@ -89,6 +90,12 @@ class SegmentationModule(pl.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         _, loss = self._step(batch)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"the training loss became {loss.item()} at epoch {self.current_epoch}, step "
+                f"{self.global_step}; training stopped and the last good checkpoint is kept. Try a "
+                "lower learning rate (model.optimizer.lr=...) or loss=dice_ce"
+            )
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=batch[0].shape[0])
         return loss
 
