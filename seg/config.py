@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -11,10 +12,24 @@ from seg.errors import ConfigError
 from seg.hardware import best_precision
 
 
+def _run_dir(resume: str | None, default: str) -> str:
+    return str(resume) if resume else default
+
+
+def _hydra_subdir(resume: str | None) -> str:
+    return f".hydra/resumed-{datetime.now():%Y-%m-%d_%H-%M-%S}" if resume else ".hydra"
+
+
 def register_resolvers() -> None:
-    """Make ``${seg.precision:cpu}`` (and ``gpu``/``auto``) available to configs."""
-    if not OmegaConf.has_resolver("seg.precision"):
-        OmegaConf.register_new_resolver("seg.precision", best_precision)
+    """Resolvers the configs use: ``seg.precision`` (detected precision), ``seg.run_dir`` and
+    ``seg.hydra_subdir`` (a resumed run writes into its own directory, keeping its config)."""
+    for name, function in (
+        ("seg.precision", best_precision),
+        ("seg.run_dir", _run_dir),
+        ("seg.hydra_subdir", _hydra_subdir),
+    ):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, function)
 
 
 register_resolvers()
@@ -62,6 +77,12 @@ def validate_train_config(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if not ok(value):
             raise ConfigError(f"{key}={value!r} is not valid: expected {expected}")
+    size = cfg.data.get("image_size")
+    if size is not None and (not _positive_int(size) or size % 16):
+        raise ConfigError(
+            f"data.image_size={size!r} is not valid: expected a multiple of 16 (the U-Net halves the "
+            f"size four times), e.g. {max(16, 16 * round((size if isinstance(size, int) else 0) / 16))}"
+        )
     num_classes = cfg.data.num_classes
     names = cfg.data.get("class_names")
     if names is not None and len(names) != num_classes:

@@ -6,6 +6,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,16 +16,20 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from seg.artifacts import write_json
-from seg.callbacks import MetricsHistory
+from seg.callbacks import GracefulStop, MetricsHistory
 from seg.config import validate_train_config
 from seg.data.datamodule import SegmentationDataModule
 from seg.deploy import export_torchscript
 from seg.hardware import tune_allocator
 from seg.inference import ClassInfo
 from seg.module import SegmentationModule
+from seg.resume import resume_config
 from seg.viz import curves_figure, save_figure
 
 log = logging.getLogger(__name__)
+
+#: Exit status after a graceful stop, as shells report a process ended by that signal.
+EXIT_STATUS = {"SIGINT": 130, "SIGTERM": 143}
 
 
 class _DropAdverts(logging.Filter):
@@ -44,18 +49,16 @@ def _instantiate_all(group: DictConfig | None) -> list[Any]:
     return [instantiate(node) for node in group.values() if node is not None and "_target_" in node]
 
 
-def _checkpoint_callback(trainer: pl.Trainer) -> pl.callbacks.ModelCheckpoint:
-    callback = trainer.checkpoint_callback
-    if callback is None:
-        raise RuntimeError("training needs a ModelCheckpoint callback (callbacks.model_checkpoint)")
-    return callback
+def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Train (or, with ``cfg.resume``, continue a run), test the best weights, export ``model.pt``.
 
-
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Train, test the best weights, export ``model.pt`` and write ``metrics.json``.
-
-    Returns the content of ``metrics.json``. User mistakes raise ``seg.errors.SegError``.
+    ``overrides`` are the command-line overrides, checked against what a resumed run may change.
+    Returns the content of ``metrics.json``. User mistakes raise ``seg.errors.SegError``; Ctrl-C and
+    SIGTERM save ``last.ckpt``, ``model.pt`` and ``metrics.json`` and exit with status 130 / 143.
     """
+    checkpoint = None
+    if cfg.get("resume"):
+        cfg, checkpoint = resume_config(cfg, overrides)
     validate_train_config(cfg)
     OmegaConf.resolve(cfg)
     if cfg.get("tune_allocator", True):
@@ -80,38 +83,95 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         _recursive_=False,
     )
     history = MetricsHistory()
+    stop = GracefulStop(output_dir / "checkpoints")
     loggers = _instantiate_all(cfg.get("logger"))
-    callbacks = [*_instantiate_all(cfg.get("callbacks")), history]
+    callbacks = [*_instantiate_all(cfg.get("callbacks")), history, stop]
     if not loggers:  # the learning-rate monitor has nowhere to write without a logger
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    if trainer.checkpoint_callback is None:
+        raise RuntimeError("training needs a ModelCheckpoint callback (callbacks.model_checkpoint)")
+    if checkpoint is not None:
+        log.info("Resuming %s from %s", output_dir, checkpoint)
 
     start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule)
-    train_seconds = time.perf_counter() - start
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint)
+    except BaseException:
+        status = f"stopped by {stop.signal}" if stop.signal else "failed"
+        if trainer.is_global_zero:
+            _finish(cfg, trainer, datamodule, history, time.perf_counter() - start, status, quiet=True)
+        if stop.signal:
+            log.info(
+                "Stopped by %s at epoch %d, step %d; last.ckpt, model.pt and metrics.json are saved. "
+                "Resume with: python -m seg.train resume=%s",
+                stop.signal, trainer.current_epoch, trainer.global_step, _shown(output_dir),
+            )  # fmt: skip
+            raise SystemExit(EXIT_STATUS[stop.signal]) from None
+        raise
+    return _finish(cfg, trainer, datamodule, history, time.perf_counter() - start, "finished")
 
-    checkpoint = _checkpoint_callback(trainer)
+
+def _finish(
+    cfg: DictConfig,
+    trainer: pl.Trainer,
+    datamodule: SegmentationDataModule,
+    history: MetricsHistory,
+    seconds: float,
+    status: str,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Export the best weights, test them (finished runs), write metrics/classes/curves; return metrics.
+
+    Runs after a failure too (``quiet``), where it saves what it can and never raises.
+    """
+    try:
+        return _write_outputs(cfg, trainer, datamodule, history, seconds, status, quiet)
+    except Exception:
+        if not quiet:
+            raise
+        log.warning("could not write every output after the run stopped", exc_info=True)
+        return {}
+
+
+def _write_outputs(
+    cfg: DictConfig,
+    trainer: pl.Trainer,
+    datamodule: SegmentationDataModule,
+    history: MetricsHistory,
+    seconds: float,
+    status: str,
+    quiet: bool,
+) -> dict[str, Any]:
+    output_dir = Path(cfg.paths.output_dir)
+    checkpoint = trainer.checkpoint_callback
+    assert checkpoint is not None
     best_path = checkpoint.best_model_path or checkpoint.last_model_path
-    best = SegmentationModule.load_from_checkpoint(best_path, map_location="cpu")
-    model_path = export_torchscript(best.net, output_dir / "model.pt")
+    model_path = None
+    if best_path and Path(best_path).is_file():
+        best = SegmentationModule.load_from_checkpoint(best_path, map_location="cpu", weights_only=True)
+        model_path = export_torchscript(best.net, output_dir / "model.pt")
 
     test_metrics: dict[str, float] = {}
-    if cfg.get("test_after_training", True) and datamodule.has_split("test"):
+    finished = status == "finished"
+    if finished and model_path and cfg.get("test_after_training", True) and datamodule.has_split("test"):
         results = trainer.test(best, datamodule=datamodule, verbose=False)
         test_metrics = {k: float(v) for k, v in results[0].items()} if results else {}
 
-    monitor, mode = checkpoint.monitor or "val/dice", checkpoint.mode
+    monitor = checkpoint.monitor or "val/dice"
     metrics = {
+        "status": status,
         "monitor": monitor,
-        "best": history.best(monitor, mode),
+        "best": history.best(monitor, checkpoint.mode),
         "final": history.epochs[-1] if history.epochs else None,
         "test": test_metrics or None,
         "epochs": history.epochs,
-        "train_seconds": round(train_seconds, 1),
+        "train_seconds": round(seconds, 1),
+        "resumed": bool(cfg.get("resume")),
         "paths": {
             "run_dir": output_dir,
-            "best_checkpoint": best_path,
-            "last_checkpoint": checkpoint.last_model_path,
+            "best_checkpoint": best_path or None,
+            "last_checkpoint": output_dir / "checkpoints" / "last.ckpt",
             "torchscript": model_path,
             "classes": output_dir / "classes.json",
             "tensorboard": getattr(trainer.logger, "log_dir", None),
@@ -125,8 +185,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if history.epochs:
         keys = ["train/loss_epoch", "val/loss", monitor, "val/iou"]
         save_figure(curves_figure(history.epochs, keys), output_dir / "images" / "curves.png")
-    _log_hparams(trainer, cfg, metrics)
-    _report(metrics)
+    if finished:
+        _log_hparams(trainer, cfg, metrics)
+    if not quiet:
+        _report(metrics)
     return metrics
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 import seg.config  # noqa: F401  (registers the config resolvers)
@@ -13,7 +14,8 @@ from seg.run import train
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Train; return the best monitored value so Hydra sweepers can optimise it."""
-    metrics = exit_on_user_error(lambda: train(cfg))
+    overrides = list(HydraConfig.get().overrides.task)
+    metrics = exit_on_user_error(lambda: train(cfg, overrides))
     best = metrics["best"]
     return None if best is None else best[metrics["monitor"]]
 
