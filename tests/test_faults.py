@@ -1,0 +1,210 @@
+"""Never lose a run: kill and resume, graceful stops, NaN losses, atomic files, concurrent caches."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from conftest import TINY, compose_train, run_cli
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from seg.artifacts import atomic_path, write_json
+from seg.deploy import export_torchscript
+from seg.errors import NonFiniteLossError
+from seg.models.unet import UNet
+from seg.run import train
+
+#: Four fp32 epochs of 16 steps, two dataloader workers; checkpoints only at epoch ends.
+RESUMABLE = [
+    *[o for o in TINY if not o.startswith(("trainer.max_epochs", "data.num_workers", "trainer=cpu"))],
+    "trainer=cpu",
+    "trainer.precision=32-true",
+    "trainer.max_epochs=4",
+    "data.num_workers=2",
+    "callbacks.step_checkpoint.every_n_train_steps=1000",
+]
+
+
+def _start(args: list[str], cwd: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("PYTHONPATH", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for_checkpoint(runs: Path, process: subprocess.Popen[str], timeout: float = 120) -> Path:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for checkpoint in runs.glob("*/checkpoints/last.ckpt"):
+            return checkpoint.parent.parent
+        assert process.poll() is None, process.communicate()[1][-2000:]
+        time.sleep(0.02)
+    raise AssertionError("no checkpoint appeared")
+
+
+def _metrics(run_dir: Path) -> dict[str, Any]:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory, data_cache: Path) -> dict[str, Any]:
+    logs = tmp_path_factory.mktemp("uninterrupted")
+    result = run_cli(
+        ["seg.train", *RESUMABLE, f"paths.log_dir={logs}", f"paths.data_dir={data_cache}"], cwd=logs
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return _metrics(next((logs / "train" / "runs").iterdir()))
+
+
+def test_sigkill_then_resume_equals_an_uninterrupted_run(
+    tmp_path: Path, data_cache: Path, uninterrupted: dict[str, Any]
+) -> None:
+    args = ["seg.train", *RESUMABLE, f"paths.log_dir={tmp_path}", f"paths.data_dir={data_cache}"]
+    process = _start(args, tmp_path)
+    run_dir = _wait_for_checkpoint(tmp_path / "train" / "runs", process)
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+    assert process.returncode == -signal.SIGKILL
+    assert not (run_dir / "metrics.json").exists()  # it really died before the end
+    original_config = (run_dir / ".hydra" / "config.yaml").read_text()
+
+    result = run_cli(["seg.train", f"resume={run_dir}"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    resumed = _metrics(run_dir)
+    assert resumed["status"] == "finished" and resumed["resumed"]
+    assert [(e["epoch"], e["step"]) for e in resumed["epochs"]] == [
+        (e["epoch"], e["step"]) for e in uninterrupted["epochs"]
+    ]
+    # Same seed, fp32 on CPU, epoch-end checkpoint: the same data, order and augmentations, so
+    # the same numbers. Tolerance 1e-6: float summation order is the only freedom left.
+    for key in ("val/loss", "val/dice", "val/iou"):
+        assert resumed["final"][key] == pytest.approx(uninterrupted["final"][key], abs=1e-6)
+    # The TensorBoard curve has every logged step exactly once.
+    events = EventAccumulator(str(run_dir / "tensorboard")).Reload()
+    steps = [event.step for event in events.Scalars("train/loss_step")]
+    assert len(steps) == len(set(steps)) == 4 * 16 // 2
+    assert (run_dir / ".hydra" / "config.yaml").read_text() == (
+        run_dir / ".hydra" / "config.yaml"
+    ).read_text()
+    assert list((run_dir / ".hydra").glob("resumed-*/config.yaml"))
+
+
+@pytest.mark.parametrize(("sig", "status"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_graceful_stop_saves_everything_and_resumes_mid_epoch(
+    tmp_path: Path, data_cache: Path, uninterrupted: dict[str, Any], sig: signal.Signals, status: int
+) -> None:
+    args = ["seg.train", *RESUMABLE, f"paths.log_dir={tmp_path}", f"paths.data_dir={data_cache}"]
+    process = _start(args, tmp_path)
+    run_dir = _wait_for_checkpoint(tmp_path / "train" / "runs", process)
+    time.sleep(0.2)  # into the second epoch
+    process.send_signal(sig)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == status, err[-2000:]
+    assert f"Resume with: python -m seg.train resume={run_dir.relative_to(tmp_path)}" in out + err
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert checkpoint["global_step"] >= 16
+    assert (run_dir / "model.pt").is_file()
+    assert _metrics(run_dir)["status"] == f"stopped by {sig.name}"
+
+    result = run_cli(["seg.train", f"resume={run_dir}"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "not resumable" not in result.stderr
+    resumed = _metrics(run_dir)
+    assert [(e["epoch"], e["step"]) for e in resumed["epochs"]] == [
+        (e["epoch"], e["step"]) for e in uninterrupted["epochs"]
+    ]
+    # Mid-epoch too, the resumed loader continues the same order: same numbers (tolerance 1e-6).
+    assert resumed["final"]["val/dice"] == pytest.approx(uninterrupted["final"]["val/dice"], abs=1e-6)
+
+
+def test_resume_refuses_changes_to_what_is_learned(tmp_path: Path, cli_run: Path) -> None:
+    result = run_cli(["seg.train", f"resume={cli_run}", "model.optimizer.lr=0.1"], cwd=tmp_path)
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith("error: model.optimizer.lr cannot change when resuming")
+    )
+
+
+def test_resume_of_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
+    result = run_cli(["seg.train", f"resume={tmp_path}"], cwd=tmp_path)
+    assert result.returncode == 2
+    assert "no .hydra/config.yaml there" in result.stderr
+
+
+def test_nan_loss_stops_with_epoch_and_step_and_keeps_the_last_good_checkpoint(
+    tmp_path: Path, data_cache: Path
+) -> None:
+    cfg = compose_train(
+        [*TINY, f"paths.data_dir={data_cache}", f"paths.output_dir={tmp_path}", "trainer.max_epochs=3",
+         "~loss", "+loss._target_=fixtures.NanAfter", "+loss.calls=20"]
+    )  # fmt: skip
+    with pytest.raises(
+        NonFiniteLossError, match=r"became nan at epoch 1, step 20; .*lower learning rate .*dice_ce"
+    ):
+        train(cfg)
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["global_step"] == 16  # the end of epoch 0, before anything went wrong
+    assert all(torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point())
+    assert (tmp_path / "model.pt").is_file()
+    assert _metrics(tmp_path)["status"] == "failed"
+
+
+def test_a_failed_write_leaves_the_old_file(tmp_path: Path) -> None:
+    target = write_json(tmp_path / "metrics.json", {"good": 1})
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text('{"half": ')
+        raise RuntimeError("disk full")
+    assert json.loads(target.read_text()) == {"good": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_a_failed_model_export_leaves_the_old_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    net = UNet(num_classes=2, base_channels=4)
+    path = export_torchscript(net, tmp_path / "model.pt")
+    before = path.read_bytes()
+
+    def broken_save(self: Any, name: str) -> None:
+        Path(name).write_bytes(before[: len(before) // 2])
+        raise OSError("interrupted mid-write")
+
+    monkeypatch.setattr(torch.jit.RecursiveScriptModule, "save", broken_save)
+    with pytest.raises(OSError, match="mid-write"):
+        export_torchscript(net, path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
+
+
+def test_two_processes_building_the_same_cache(tmp_path: Path) -> None:
+    code = (
+        "import sys; from seg.data.synthetic import SyntheticScenes; "
+        "print(SyntheticScenes(num_train=300, num_val=10, num_test=0, image_size=64).build(sys.argv[1]))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True, env=env
+        )
+        for _ in range(2)
+    ]
+    roots = {p.communicate()[0].strip() for p in processes}
+    assert all(p.returncode == 0 for p in processes)
+    (root,) = roots
+    assert [p.name for p in tmp_path.iterdir()] == [Path(root).name]  # no half-built leftovers
+    assert len(list((Path(root) / "train" / "images").iterdir())) == 300
+    assert len(list((Path(root) / "train" / "masks").iterdir())) == 300
