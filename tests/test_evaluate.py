@@ -93,3 +93,13 @@ def test_bad_model_files_are_one_line(tmp_path: Path, content: bytes | None, mes
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+
+
+def test_truncated_model_is_one_line(cli_run: Path, tmp_path: Path) -> None:
+    data = (cli_run / "model.pt").read_bytes()
+    model = tmp_path / "model.pt"
+    model.write_bytes(data[: len(data) // 2])
+    result = run_cli(["seg.evaluate", f"model_path={model}", f"paths.log_dir={tmp_path}"], cwd=tmp_path)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error: cannot load model {model}"), result.stderr
