@@ -97,9 +97,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(
     events = EventAccumulator(str(run_dir / "tensorboard")).Reload()
     steps = [event.step for event in events.Scalars("train/loss_step")]
     assert len(steps) == len(set(steps)) == 4 * 16 // 2
-    assert (run_dir / ".hydra" / "config.yaml").read_text() == (
-        run_dir / ".hydra" / "config.yaml"
-    ).read_text()
+    assert (run_dir / ".hydra" / "config.yaml").read_text() == original_config
     assert list((run_dir / ".hydra").glob("resumed-*/config.yaml"))
 
 
