@@ -44,8 +44,14 @@ def _example_and_shapes(net: nn.Module) -> tuple[torch.Tensor, dict[str, dict[in
 
 
 def export_torchscript(net: nn.Module, path: str | os.PathLike[str]) -> Path:
-    """Save a scripted copy of ``net`` that ``torch.jit.load`` reads without this package."""
-    scripted = torch.jit.script(deployable(net))
+    """Save a scripted, frozen copy of ``net`` that ``torch.jit.load`` reads without this package.
+
+    Freezing inlines the weights and folds batch norm into the convolutions, which makes the
+    TorchScript model faster than the eager one for inference (see the benchmark).
+    """
+    scripted = torch.jit.freeze(
+        torch.jit.script(deployable(net)), preserved_attrs=["num_classes", "in_channels"]
+    )
     with atomic_path(path) as tmp:
         scripted.save(str(tmp))
     return Path(path)

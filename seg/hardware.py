@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from pathlib import Path
 
@@ -68,3 +69,14 @@ def tune_allocator(keep_bytes: int = 1 << 30) -> bool:
     m_trim_threshold, m_mmap_threshold = -1, -3
     value = min(keep_bytes, 2**31 - 1)  # mallopt takes a C int
     return bool(mallopt(m_mmap_threshold, value)) and bool(mallopt(m_trim_threshold, value))
+
+
+def release_memory() -> None:
+    """Return freed heap memory to the system now (glibc ``malloc_trim``), e.g. before measuring RSS."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if name is not None:
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(name).malloc_trim(0)
