@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -33,6 +34,16 @@ def register_resolvers() -> None:
 
 
 register_resolvers()
+
+
+class _DropAdverts(logging.Filter):
+    """Lightning prints a hosted-service advert on every Trainer; users of seg do not need it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip: For seamless cloud logging" not in record.getMessage()
+
+
+logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_DropAdverts())
 
 
 def _is_int(value: object) -> bool:

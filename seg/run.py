@@ -32,16 +32,6 @@ log = logging.getLogger(__name__)
 EXIT_STATUS = {"SIGINT": 130, "SIGTERM": 143}
 
 
-class _DropAdverts(logging.Filter):
-    """Lightning prints a hosted-service advert on every Trainer; users of seg do not need it."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "Tip: For seamless cloud logging" not in record.getMessage()
-
-
-logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_DropAdverts())
-
-
 def _instantiate_all(group: DictConfig | None) -> list[Any]:
     """Instantiate every ``_target_`` entry of a config group such as ``callbacks``."""
     if not group:
