@@ -101,7 +101,14 @@ class SegmentationModule(pl.LightningModule):
 
     def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         logits, loss = self._step(batch)
-        self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=stage == "val", batch_size=batch[0].shape[0])
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_epoch=True,
+            prog_bar=stage == "val",
+            batch_size=batch[0].shape[0],
+            sync_dist=True,
+        )
         metrics = self.val_metrics if stage == "val" else self.test_metrics
         predictions = logits.argmax(dim=1)
         metrics.update(predictions, batch[1])
@@ -113,8 +120,9 @@ class SegmentationModule(pl.LightningModule):
         self.last_confmat[stage] = computed["confmat"].cpu().numpy()
         values = summarize(computed, self.class_names, stage, self.ignore_index)
         metrics.reset()
-        self.log(f"{stage}/dice", values.pop(f"{stage}/dice"), prog_bar=True)
-        self.log_dict(values)
+        # Already synchronised across processes by torchmetrics; sync_dist only averages equal values.
+        self.log(f"{stage}/dice", values.pop(f"{stage}/dice"), prog_bar=True, sync_dist=True)
+        self.log_dict(values, sync_dist=True)
 
     def on_train_start(self) -> None:
         # Sanity-check batches must not leak into the first epoch's validation scores.

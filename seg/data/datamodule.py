@@ -45,15 +45,23 @@ class SplitReport:
 
 
 class SizeGroupedBatches(Sampler[list[int]]):
-    """Evaluation batches of equally sized images, so full frames of mixed sizes need no padding."""
+    """Evaluation batches of equally sized images, so full frames of mixed sizes need no padding.
 
-    def __init__(self, sizes: Sequence[tuple[int, int]], batch_size: int) -> None:
+    With ``num_replicas > 1`` each rank takes every ``num_replicas``-th batch: every image is
+    evaluated exactly once across ranks (no padding, no duplicates), so metrics synchronised
+    across ranks equal those of a single process.
+    """
+
+    def __init__(
+        self, sizes: Sequence[tuple[int, int]], batch_size: int, num_replicas: int = 1, rank: int = 0
+    ) -> None:
         groups: dict[tuple[int, int], list[int]] = {}
         for index, size in enumerate(sizes):
             groups.setdefault(size, []).append(index)
-        self.batches = [
+        batches = [
             indices[i : i + batch_size] for indices in groups.values() for i in range(0, len(indices), batch_size)
         ]
+        self.batches = batches[rank::num_replicas]
 
     def __iter__(self) -> Iterator[list[int]]:
         return iter(self.batches)
@@ -320,18 +328,17 @@ class SegmentationDataModule(pl.LightningDataModule):
             "persistent_workers": self.persistent_workers and self.num_workers > 0,
             "worker_init_fn": init_worker if self.num_workers > 0 else None,
         }
+        trainer = self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         if train:
-            trainer = self.trainer
-            world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
             sampler = SeededSampler(len(dataset), self.seed, world, rank)
             drop_last = len(sampler) > self.batch_size
             return ResumableLoader(
                 dataset, batch_size=self.batch_size, sampler=sampler, drop_last=drop_last, **common
             )
         sizes = [self._frame_size(dataset, i) for i in range(len(dataset))]
-        if len(set(sizes)) > 1 and self.eval_batch_size > 1:
-            return DataLoader(dataset, batch_sampler=SizeGroupedBatches(sizes, self.eval_batch_size), **common)
-        return DataLoader(dataset, batch_size=self.eval_batch_size, shuffle=False, **common)
+        batches = SizeGroupedBatches(sizes, self.eval_batch_size, world, rank)
+        return DataLoader(dataset, batch_sampler=batches, **common)
 
     def _frame_size(self, dataset: SegmentationDataset, index: int) -> tuple[int, int]:
         if self.eval_pipeline.transforms:  # transforms may resize; ask the pipeline
