@@ -5,6 +5,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+import platform
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +23,7 @@ from seg.callbacks import GracefulStop, MetricsHistory
 from seg.config import validate_train_config
 from seg.data.datamodule import SegmentationDataModule
 from seg.deploy import export_torchscript
+from seg.errors import SegError, user_message
 from seg.hardware import tune_allocator
 from seg.inference import ClassInfo
 from seg.module import SegmentationModule
@@ -84,13 +88,16 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     if checkpoint is not None:
         log.info("Resuming %s from %s", output_dir, checkpoint)
 
+    if trainer.is_global_zero:
+        write_run_info(cfg, output_dir)
     start = time.perf_counter()
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint)
-    except BaseException:
+    except BaseException as error:
         status = f"stopped by {stop.signal}" if stop.signal else "failed"
         if trainer.is_global_zero:
-            _finish(cfg, trainer, datamodule, history, time.perf_counter() - start, status, quiet=True)
+            seconds = time.perf_counter() - start
+            _finish(cfg, trainer, datamodule, history, seconds, status, quiet=True, error=error)
         if stop.signal:
             log.info(
                 "Stopped by %s at epoch %d, step %d; last.ckpt, model.pt and metrics.json are saved. "
@@ -110,13 +117,15 @@ def _finish(
     seconds: float,
     status: str,
     quiet: bool = False,
+    error: BaseException | None = None,
 ) -> dict[str, Any]:
     """Export the best weights, test them (finished runs), write metrics/classes/curves; return metrics.
 
-    Runs after a failure too (``quiet``), where it saves what it can and never raises.
+    Runs after a failure too (``quiet``), where it saves what it can and never raises. Only the
+    rank-0 process writes files; every rank takes part in testing.
     """
     try:
-        return _write_outputs(cfg, trainer, datamodule, history, seconds, status, quiet)
+        return _write_outputs(cfg, trainer, datamodule, history, seconds, status, quiet, error)
     except Exception:
         if not quiet:
             raise
@@ -132,25 +141,34 @@ def _write_outputs(
     seconds: float,
     status: str,
     quiet: bool,
+    error: BaseException | None = None,
 ) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     checkpoint = trainer.checkpoint_callback
     assert checkpoint is not None
-    best_path = checkpoint.best_model_path or checkpoint.last_model_path
-    model_path = None
+    best_path = checkpoint.best_model_path or checkpoint.last_model_path  # the same on every rank
+    best = None
     if best_path and Path(best_path).is_file():
         best = SegmentationModule.load_from_checkpoint(best_path, map_location="cpu", weights_only=True)
-        model_path = export_torchscript(best.net, output_dir / "model.pt")
 
     test_metrics: dict[str, float] = {}
     finished = status == "finished"
-    if finished and model_path and cfg.get("test_after_training", True) and datamodule.has_split("test"):
+    if (
+        finished
+        and best is not None
+        and cfg.get("test_after_training", True)
+        and datamodule.has_split("test")
+    ):
         results = trainer.test(best, datamodule=datamodule, verbose=False)
         test_metrics = {k: float(v) for k, v in results[0].items()} if results else {}
+    if not trainer.is_global_zero:
+        return {}
+    model_path = export_torchscript(best.net, output_dir / "model.pt") if best is not None else None
 
     monitor = checkpoint.monitor or "val/dice"
     metrics = {
         "status": status,
+        "error": _error_line(error),
         "monitor": monitor,
         "best": history.best(monitor, checkpoint.mode),
         "final": history.epochs[-1] if history.epochs else None,
@@ -180,6 +198,57 @@ def _write_outputs(
     if not quiet:
         _report(metrics)
     return metrics
+
+
+def _error_line(error: BaseException | None) -> str | None:
+    if error is None or isinstance(error, (KeyboardInterrupt, SystemExit)):
+        return None
+    return user_message(error) if isinstance(error, SegError) else f"{type(error).__name__}: {error}"
+
+
+def write_run_info(cfg: DictConfig, output_dir: Path) -> None:
+    """Save what reproduces the run: the resolved config, the git commit, package versions."""
+    from importlib import metadata
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, output_dir / "config_resolved.yaml", resolve=True)
+    packages = {}
+    for name in (
+        "torch",
+        "pytorch-lightning",
+        "torchmetrics",
+        "hydra-core",
+        "omegaconf",
+        "albumentations",
+        "numpy",
+    ):
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            packages[name] = None
+    write_json(
+        output_dir / "run_info.json",
+        {"git": _git_state(), "packages": packages, "python": platform.python_version(),
+         "machine": platform.machine(), "command": " ".join(sys.argv)},
+    )  # fmt: skip
+
+
+def _git_state() -> dict[str, Any] | None:
+    """The commit of the source checkout seg runs from (and whether it had local changes)."""
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+        if commit.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=10,
+        )  # fmt: skip
+        return {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.TimeoutExpired):
+        return None
 
 
 def _log_hparams(trainer: pl.Trainer, cfg: DictConfig, metrics: dict[str, Any]) -> None:
