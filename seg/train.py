@@ -2,22 +2,58 @@
 
 from __future__ import annotations
 
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
 import hydra
+import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import seg.config  # noqa: F401  (registers the config resolvers)
-from seg.errors import exit_on_user_error
+from seg.errors import SegError, exit_on_user_error, user_message
 from seg.run import train
+from seg.sweep import record_failure, share_cores
+
+log = logging.getLogger(__name__)
+
+
+def _objective(metrics: dict[str, Any]) -> float:
+    """The value sweepers optimise: the best monitored score (``val/dice``), NaN if there is none."""
+    best = metrics.get("best")
+    return float("nan") if not best else float(best[metrics["monitor"]])
+
+
+def _sweep_job(cfg: DictConfig, overrides: list[str]) -> float:
+    """One job of a multirun: a failure is recorded and reported, and the other jobs go on."""
+    hydra_cfg = HydraConfig.get()
+    parallel = hydra_cfg.launcher.get("n_jobs")
+    if parallel is not None:  # jobs share this machine (joblib): do not oversubscribe its cores
+        threads, workers = share_cores(int(parallel), int(cfg.data.num_workers))
+        torch.set_num_threads(threads)
+        cfg.data.num_workers = workers
+    try:
+        return _objective(train(cfg, overrides))
+    except SegError as error:
+        message = user_message(error)
+        log.error("error: %s", message)
+    except Exception as error:  # a crash in one job must not stop the sweep
+        log.exception("job failed")
+        message = f"{type(error).__name__}: {error}"
+    record_failure(Path(hydra_cfg.runtime.output_dir), message)
+    return math.nan
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    """Train; return the best monitored value so Hydra sweepers can optimise it."""
+def main(cfg: DictConfig) -> float:
+    """Train; return the best monitored value so Hydra sweepers (Optuna) can optimise it."""
     overrides = list(HydraConfig.get().overrides.task)
-    metrics = exit_on_user_error(lambda: train(cfg, overrides))
-    best = metrics["best"]
-    return None if best is None else best[metrics["monitor"]]
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        return _sweep_job(cfg, overrides)
+    return _objective(exit_on_user_error(lambda: train(cfg, overrides)))
 
 
 if __name__ == "__main__":
