@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.seg-installed
 
-.PHONY: install train test lint format tensorboard clean
+.PHONY: install train sweep test lint format tensorboard clean
 
 install: $(STAMP)
 
@@ -19,11 +19,14 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH_PIP_ARGS) "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[dev,export]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,export,sweep]"
 	touch $(STAMP)
 
 train: install  ## train on the built-in synthetic data (pass overrides with ARGS="...")
 	$(BIN)/python -m seg.train $(ARGS)
+
+sweep: install  ## a CPU-sized learning-rate sweep on the built-in data, with its summary table
+	$(BIN)/python -m seg.train -m model.optimizer.lr=1e-2,3e-3,1e-3,3e-4 trainer.max_epochs=6 $(ARGS)
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -1,0 +1,165 @@
+"""Experiments at scale: sweep summaries, Optuna, reproducibility, DDP, submitit, recipes."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import yaml
+from conftest import TINY, compose_train, run_cli
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from seg.module import SegmentationModule
+from seg.run import train
+from seg.sweep import share_cores
+
+SHORT = [
+    *[o for o in TINY if not o.startswith(("trainer.max_epochs", "model.optimizer.lr"))],
+    "trainer.max_epochs=2",
+]
+
+
+def _sweep_dir(logs: Path) -> Path:
+    (sweep,) = (logs / "train" / "multiruns").iterdir()
+    return sweep
+
+
+def test_sweep_summary_lists_every_job_and_the_failed_one(tmp_path: Path, data_cache: Path) -> None:
+    args = ["seg.train", "-m", "model.optimizer.lr=1e-2,-1,3e-3", *SHORT,
+            f"paths.log_dir={tmp_path}", f"paths.data_dir={data_cache}"]  # fmt: skip
+    result = run_cli(args, cwd=tmp_path)
+    assert result.returncode == 1  # a job failed: the sweep says so, after running the others
+    assert "error: 1 of 3 jobs failed" in result.stdout
+    sweep = _sweep_dir(tmp_path)
+    rows = list(csv.DictReader((sweep / "summary.csv").open()))
+    assert [r["overrides"] for r in rows] == [
+        "model.optimizer.lr=0.01",
+        "model.optimizer.lr=-1",
+        "model.optimizer.lr=0.003",
+    ]
+    assert rows[1]["status"] == "failed: model.optimizer.lr=-1 is not valid: expected a positive number"
+    finished = [r for r in rows if r["status"] == "finished"]
+    assert len(finished) == 2 and all(float(r["best val/dice"]) > 0 for r in finished)
+    best = max(finished, key=lambda r: float(r["best val/dice"]))
+    assert [r["best"] for r in rows if r is best] == ["*"] and sum(r["best"] == "*" for r in rows) == 1
+    assert all(r["best epoch"] in ("0", "1") and float(r["seconds"]) > 0 for r in finished)
+    assert "| * |" in (sweep / "summary.md").read_text()
+    assert "Sweep summary" in result.stdout
+
+
+def test_optuna_searches_the_learning_rate(tmp_path: Path, data_cache: Path) -> None:
+    args = ["seg.train", "hparams_search=lr_optuna", "hydra.sweeper.n_trials=2", *SHORT,
+            f"paths.log_dir={tmp_path}", f"paths.data_dir={data_cache}"]  # fmt: skip
+    result = run_cli(args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    sweep = _sweep_dir(tmp_path)
+    found = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert 1e-4 <= found["best_params"]["model.optimizer.lr"] <= 1e-1
+    values = [
+        json.loads((sweep / job / "metrics.json").read_text())["best"]["val/dice"] for job in ("0", "1")
+    ]
+    assert found["best_value"] == pytest.approx(max(values))
+    assert len(list(csv.DictReader((sweep / "summary.csv").open()))) == 2
+
+
+def test_same_seed_same_numbers(tmp_path: Path, data_cache: Path) -> None:
+    runs = []
+    for name in ("a", "b"):
+        cfg = compose_train([*SHORT, f"paths.data_dir={data_cache}", f"paths.output_dir={tmp_path / name}",
+                             "logger=none", "test_after_training=false"])  # fmt: skip
+        runs.append(train(cfg)["epochs"])
+    assert runs[0] == runs[1]  # every logged value of every epoch, exactly
+
+
+def test_run_dir_records_config_commit_and_versions(trained_run: dict) -> None:
+    info = json.loads((trained_run["dir"] / "run_info.json").read_text())
+    assert info["packages"]["torch"] and info["packages"]["pytorch-lightning"]
+    assert info["git"] is None or len(info["git"]["commit"]) == 40
+    resolved = yaml.safe_load((trained_run["dir"] / "config_resolved.yaml").read_text())
+    assert resolved["model"]["optimizer"]["lr"] == pytest.approx(3e-3)
+    assert "${" not in (trained_run["dir"] / "config_resolved.yaml").read_text()
+
+
+def test_ddp_validation_equals_one_process_and_only_rank_0_writes(tmp_path: Path, data_cache: Path) -> None:
+    # 17 validation images, batch 4: ranks get 3 and 2 batches; nothing is padded or duplicated.
+    dropped = ("trainer=", "data.generator.num_val", "trainer.max_epochs")
+    overrides = [*[o for o in SHORT if not o.startswith(dropped)],
+                 "data.generator.num_val=17", "trainer.max_epochs=1", "data.batch_size=4"]  # fmt: skip
+    args = ["seg.train", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+            "trainer.precision=32-true", *overrides, f"paths.log_dir={tmp_path}",
+            f"paths.data_dir={data_cache}"]  # fmt: skip
+    result = run_cli(args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = (tmp_path / "train" / "runs").iterdir()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    ddp_val = metrics["epochs"][0]
+    writers = {p.name.split(".")[-2] for p in (run_dir / "tensorboard").glob("events.out.tfevents.*")}
+    assert len(writers) == 1  # one process (rank 0) wrote TensorBoard events
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [
+        Path(metrics["paths"]["best_checkpoint"]).name,
+        "last.ckpt",
+    ]
+
+    cfg = compose_train([*overrides, f"paths.data_dir={data_cache}", "paths.output_dir=unused"])
+    datamodule = instantiate(cfg.data)
+    module = SegmentationModule.load_from_checkpoint(metrics["paths"]["best_checkpoint"], map_location="cpu")
+    trainer = pl.Trainer(
+        accelerator="cpu", devices=1, precision="32-true", logger=False, enable_progress_bar=False
+    )
+    single = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
+    for key in ("val/dice", "val/iou", "val/pixel_accuracy", "val/dice/background"):
+        assert single[key] == pytest.approx(ddp_val[key], abs=1e-6), key
+
+
+def test_submitit_local_runs_a_two_job_sweep(tmp_path: Path, data_cache: Path) -> None:
+    tiny = [o for o in SHORT if not o.startswith(("data.generator.num_train", "trainer.max_epochs"))]
+    args = ["seg.train", "-m", "hydra/launcher=submitit_local", "model.optimizer.lr=1e-2,1e-3", *tiny,
+            "data.generator.num_train=32", "trainer.max_epochs=1", f"paths.log_dir={tmp_path}",
+            f"paths.data_dir={data_cache}"]  # fmt: skip
+    result = run_cli(args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    sweep = _sweep_dir(tmp_path)
+    for job in ("0", "1"):
+        assert json.loads((sweep / job / "metrics.json").read_text())["status"] == "finished"
+        assert (sweep / job / "model.pt").is_file()
+    assert (sweep / ".submitit").is_dir() and (sweep / "summary.md").is_file()
+
+
+def test_recipes_and_launchers_compose(data_cache: Path) -> None:
+    original = compose_train(["experiment=original", "paths.output_dir=x"])
+    assert original.model.net.base_channels == 64 and original.data.num_classes == 13
+    assert original.data.decoder._target_ == "seg.data.masks.KMeansColours"
+    assert (original.data.batch_size, original.data.image_size, original.trainer.max_epochs) == (16, 256, 5)
+    assert original.model.optimizer.lr == 1e-3 and original.loss._target_ == "seg.losses.DiceLoss"
+    assert list(original.data.train_transforms) == []
+    quick, bare = (
+        compose_train(["experiment=quick", "paths.output_dir=x"]),
+        compose_train(["paths.output_dir=x"]),
+    )
+    for key in ("data", "model", "loss", "trainer"):
+        assert quick[key] == bare[key], key
+    from conftest import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        overrides = ["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2",
+                     "paths.output_dir=x"]  # fmt: skip
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (2, 4, 4)
+    assert launcher._target_.endswith("SlurmLauncher")
+
+
+def test_missing_data_for_the_original_recipe_is_one_line(tmp_path: Path) -> None:
+    result = run_cli(["seg.train", "experiment=original", f"paths.log_dir={tmp_path}"], cwd=tmp_path)
+    assert result.returncode == 2
+    assert "error: data.root data/cityscapes_pairs does not exist" in result.stderr
+
+
+def test_parallel_jobs_share_the_cores() -> None:
+    threads, workers = share_cores(parallel_jobs=2, num_workers=2)
+    assert threads >= 1 and 0 <= workers <= max(0, threads - 1)
+    assert share_cores(parallel_jobs=1, num_workers=0)[1] == 0
