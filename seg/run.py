@@ -191,7 +191,7 @@ def _write_outputs(
     write_json(output_dir / "classes.json", info.to_json())
     write_json(output_dir / "metrics.json", metrics)
     if history.epochs:
-        keys = ["train/loss_epoch", "val/loss", monitor, "val/iou"]
+        keys = list(dict.fromkeys(["train/loss_epoch", "val/loss", "val/dice", "val/iou", monitor]))
         save_figure(curves_figure(history.epochs, keys), output_dir / "images" / "curves.png")
     if finished:
         _log_hparams(trainer, cfg, metrics)

@@ -80,3 +80,52 @@ def test_missing_camvid_says_where_to_put_it(tmp_path: Path) -> None:
         "error: data.root data/camvid does not exist: expected <root>/train/ with masks in <root>/trainannot/"
         in result.stderr
     )
+
+
+def test_camvid_recipes_compose_as_documented() -> None:
+    cpu = compose_train(["experiment=camvid_cpu", "paths.output_dir=x"])
+    gpu = compose_train(["experiment=camvid", "paths.output_dir=x"])
+    for cfg in (cpu, gpu):
+        assert cfg.data.num_classes == 11 and cfg.data.ignore_index == 11
+        assert cfg.loss._target_ == "seg.losses.DiceCELoss" and cfg.loss.class_weights is None
+        assert cfg.model.optimizer._target_ == "torch.optim.AdamW"
+        assert cfg.scheduler.scheduler.T_max == cfg.trainer.max_epochs  # cosine reaches zero at the end
+        assert cfg.callbacks.model_checkpoint.monitor == "val/iou"
+        assert list(cfg.data.eval_transforms) == []  # evaluation on full frames, at label resolution
+    assert (cpu.model.net.base_channels, cpu.data.image_size, cpu.trainer.max_epochs) == (32, 256, 70)
+    assert cpu.trainer.max_time == "00:00:58:00"
+    assert (gpu.model.net.base_channels, gpu.data.image_size, gpu.trainer.accelerator) == (64, 352, "gpu")
+    # The GPU recipe's first epochs can be tried on a CPU with the same schedule.
+    on_cpu = compose_train(
+        ["experiment=camvid", "trainer=cpu", "scheduler.scheduler.T_max=200", "paths.output_dir=x"]
+    )
+    assert on_cpu.trainer.accelerator == "cpu" and on_cpu.scheduler.scheduler.T_max == 200
+
+
+@needs_camvid
+def test_camvid_cpu_recipe_keeps_the_best_iou_checkpoint(tmp_path: Path) -> None:
+    from seg.run import train
+
+    cfg = compose_train(
+        [
+            "experiment=camvid_cpu",
+            f"data.root={CAMVID}",
+            "data.num_workers=0",
+            "data.image_size=128",
+            "model.net.base_channels=8",
+            "trainer.max_epochs=2",
+            "trainer.check_val_every_n_epoch=1",
+            "trainer.limit_train_batches=2",
+            "trainer.limit_val_batches=2",
+            "trainer.enable_progress_bar=false",
+            f"paths.output_dir={tmp_path}",
+            f"paths.data_dir={tmp_path}",
+        ]
+    )
+    metrics = train(cfg)
+    assert metrics["monitor"] == "val/iou"
+    best = max(metrics["epochs"], key=lambda e: e.get("val/iou", -1.0))
+    assert metrics["best"]["val/iou"] == pytest.approx(best["val/iou"])
+    (ckpt,) = (tmp_path / "checkpoints").glob("best-*.ckpt")
+    assert ckpt.name == f"best-epoch{best['epoch']:03d}-iou{best['val/iou']:.4f}.ckpt"
+    assert (tmp_path / "model.pt").is_file() and (tmp_path / "images" / "curves.png").is_file()
