@@ -2,7 +2,8 @@
 # CamVid ablations under one CPU budget (10 epochs of width 32, about 9 minutes each on the
 # 2-core development machine): the original recipe, then each change of experiment=camvid_cpu
 # added in turn. Results: README, "CamVid results".
-# Rows G and H are the full 60-minute recipe with and without augmentation (an hour each).
+# Rows G and H are the full 60-minute recipe with and without augmentation (an hour each; H is
+# experiment=camvid_cpu as shipped).
 # Usage: scripts/camvid_ablations.sh [DATA_ROOT] [ROWS]   (ROWS: letters, default ABCDE)
 set -euo pipefail
 root=${1:-../shared/datasets/camvid}
@@ -11,6 +12,11 @@ py=${PYTHON:-.venv/bin/python}
 common=(experiment=camvid_cpu "data.root=$root" trainer.enable_progress_bar=false task_name=camvid_ablation)
 short=(trainer.max_epochs=10 trainer.check_val_every_n_epoch=1 trainer.max_time=00:00:11:00)
 crop_only='data.train_transforms=[{_target_:albumentations.RandomCrop,height:256,width:256}]'
+# data=camvid's own pipeline: random scale, pad, crop, flip, colour jitter
+augment='data.train_transforms=[{_target_:albumentations.RandomScale,scale_limit:[-0.5,0.5],p:1.0},'\
+'{_target_:albumentations.PadIfNeeded,min_height:256,min_width:256,border_mode:0,fill:0,fill_mask:11},'\
+'{_target_:albumentations.RandomCrop,height:256,width:256},{_target_:albumentations.HorizontalFlip,p:0.5},'\
+'{_target_:albumentations.ColorJitter,brightness:0.2,contrast:0.2,saturation:0.2,hue:0.02,p:0.5}]'
 constant_adam=(scheduler=none model.optimizer._target_=torch.optim.Adam model.optimizer.lr=1e-3
                model.optimizer.weight_decay=0)
 
@@ -21,12 +27,12 @@ for row in $(echo "$rows" | grep -o .); do
     A) run A "${short[@]}" loss=dice "${constant_adam[@]}" "$crop_only" ;;           # original recipe
     B) run B "${short[@]}" "${constant_adam[@]}" "$crop_only" ;;                     # + Dice + CE
     C) run C "${short[@]}" loss.class_weights=median_frequency "${constant_adam[@]}" "$crop_only" ;;
-    D) run D "${short[@]}" "${constant_adam[@]}" ;;                                  # B + augmentation
-    E) run E "${short[@]}" model.optimizer.lr=2e-3 ;;                                # D + AdamW, cosine
+    D) run D "${short[@]}" "${constant_adam[@]}" "$augment" ;;                       # B + augmentation
+    E) run E "${short[@]}" model.optimizer.lr=2e-3 "$augment" ;;                     # D + AdamW, cosine
     F) run F trainer.max_epochs=20 trainer.check_val_every_n_epoch=1 trainer.max_time=00:00:11:00 \
-             model.net.base_channels=16 model.optimizer.lr=2e-3 ;;                   # E, width 16, 20 epochs
-    G) run G ;;                                                                      # camvid_cpu as shipped
-    H) run H "$crop_only" ;;                                                         # G, crop only
+             model.net.base_channels=16 model.optimizer.lr=2e-3 "$augment" ;;        # E, width 16, 20 epochs
+    G) run G "$augment" ;;                                                           # H + augmentation
+    H) run H ;;                                                                      # camvid_cpu as shipped
     *) echo "unknown row $row (use letters A-H)" >&2; exit 2 ;;
   esac
 done

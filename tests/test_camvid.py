@@ -94,6 +94,8 @@ def test_camvid_recipes_compose_as_documented() -> None:
         assert list(cfg.data.eval_transforms) == []  # evaluation on full frames, at label resolution
     assert (cpu.model.net.base_channels, cpu.data.image_size, cpu.trainer.max_epochs) == (32, 256, 70)
     assert cpu.trainer.max_time == "00:00:58:00"
+    assert [t._target_ for t in cpu.data.train_transforms] == ["albumentations.RandomCrop"]
+    assert "albumentations.RandomScale" in [t._target_ for t in gpu.data.train_transforms]
     assert (gpu.model.net.base_channels, gpu.data.image_size, gpu.trainer.accelerator) == (64, 352, "gpu")
     # The GPU recipe's first epochs can be tried on a CPU with the same schedule.
     on_cpu = compose_train(
