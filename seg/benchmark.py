@@ -267,22 +267,42 @@ def _reset_peak_memory(device: torch.device) -> None:
         Path("/proc/self/clear_refs").write_text("5")  # resets the kernel's peak-RSS counter
 
 
+def _proc_status_mb(field: str) -> float | None:
+    """A memory line of ``/proc/self/status`` (``VmRSS``, ``VmHWM``) in MB; None where there is none."""
+    status = Path("/proc/self/status")
+    for line in status.read_text().splitlines() if status.exists() else ():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    return None
+
+
 def _peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated() / 2**20
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
+    peak = _proc_status_mb("VmHWM")
+    if peak is not None:
+        return peak
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    rss = _proc_status_mb("VmRSS")
+    return float("nan") if rss is None else rss
+
+
+def _train_step(
+    net: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, precision: str
+) -> None:
+    """One plain training step under ``precision`` (``32-true``, ``bf16-mixed`` or ``16-mixed``)."""
+    dtype = torch.bfloat16 if precision == "bf16-mixed" else torch.float16
+    with torch.autocast(x.device.type, dtype=dtype, enabled=precision != "32-true"):
+        out = net(x)
+    loss = DiceLoss()(out, y)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
 
 
 def memory_rows(cfg: BenchConfig, device: torch.device) -> list[Row]:
@@ -303,21 +323,16 @@ def memory_rows(cfg: BenchConfig, device: torch.device) -> list[Row]:
         x = images.to(device).float() / 255
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        y = masks.to(device)
         for _ in range(cfg.memory_steps):
-            dtype = torch.bfloat16 if precision == "bf16-mixed" else torch.float16
-            with torch.autocast(device.type, dtype=dtype, enabled=precision != "32-true"):
-                out = net(x)
-            loss = DiceLoss()(out, masks.to(device))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+            _train_step(net, optimizer, x, y, precision)
         _sync(device)
         peak = _peak_memory_mb(device)
         note = f"batch {cfg.memory_batch_size}, {cfg.memory_image_size}x{cfg.memory_image_size}"
         if device.type == "cpu":
             note += f"; process RSS peak {peak:.0f} MB, {peak - baseline:.0f} MB above the idle process"
         rows.append(Row(f"memory {precision}", float("nan"), precision, memory_mb=peak - baseline, note=note))
-        del net, optimizer, x, out, loss
+        del net, optimizer, x, y
         release_memory()
     return rows
 
@@ -335,13 +350,7 @@ def profile_step(cfg: BenchConfig, device: torch.device, top: int = 15) -> list[
     y = masks.to(device)
 
     def step() -> None:
-        dtype = torch.bfloat16 if fast == "bf16-mixed" else torch.float16
-        with torch.autocast(device.type, dtype=dtype, enabled=fast != "32-true"):
-            out = net(x)
-        loss = DiceLoss()(out, y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        _train_step(net, optimizer, x, y, fast)
         _sync(device)
 
     step()

@@ -8,6 +8,7 @@ import pytest
 import torch
 from conftest import REPO, compose_train, run_cli
 from hydra.utils import instantiate
+from omegaconf import DictConfig
 
 CAMVID = Path(REPO.parent / "shared" / "datasets" / "camvid")
 needs_camvid = pytest.mark.skipif(not (CAMVID / "train").is_dir(), reason=f"CamVid not found at {CAMVID}")
@@ -25,6 +26,23 @@ NAMES = [
     "Pedestrian",
     "Bicyclist",
 ]
+
+
+def _tiny_camvid(tmp_path: Path, *overrides: str) -> DictConfig:
+    """A seconds-long CamVid training config (width 8, 128-pixel crops, two val batches)."""
+    return compose_train(
+        [
+            *overrides,
+            f"data.root={CAMVID}",
+            "data.num_workers=0",
+            "data.image_size=128",
+            "model.net.base_channels=8",
+            "trainer.limit_val_batches=2",
+            "trainer.enable_progress_bar=false",
+            f"paths.output_dir={tmp_path}",
+            f"paths.data_dir={tmp_path}",
+        ]
+    )
 
 
 @needs_camvid
@@ -51,21 +69,8 @@ def test_camvid_loader_has_11_classes_with_void_ignored() -> None:
 def test_camvid_trains_a_few_steps(tmp_path: Path) -> None:
     from seg.run import train
 
-    cfg = compose_train(
-        [
-            "data=camvid",
-            f"data.root={CAMVID}",
-            "data.num_workers=0",
-            "data.image_size=128",
-            "model.net.base_channels=8",
-            "trainer=cpu",
-            "trainer.max_epochs=1",
-            "trainer.limit_train_batches=3",
-            "trainer.limit_val_batches=2",
-            "trainer.enable_progress_bar=false",
-            f"paths.output_dir={tmp_path}",
-            f"paths.data_dir={tmp_path}",
-        ]
+    cfg = _tiny_camvid(
+        tmp_path, "data=camvid", "trainer=cpu", "trainer.max_epochs=1", "trainer.limit_train_batches=3"
     )
     metrics = train(cfg)
     best = metrics["best"]
@@ -108,21 +113,12 @@ def test_camvid_recipes_compose_as_documented() -> None:
 def test_camvid_cpu_recipe_keeps_the_best_iou_checkpoint(tmp_path: Path) -> None:
     from seg.run import train
 
-    cfg = compose_train(
-        [
-            "experiment=camvid_cpu",
-            f"data.root={CAMVID}",
-            "data.num_workers=0",
-            "data.image_size=128",
-            "model.net.base_channels=8",
-            "trainer.max_epochs=2",
-            "trainer.check_val_every_n_epoch=1",
-            "trainer.limit_train_batches=2",
-            "trainer.limit_val_batches=2",
-            "trainer.enable_progress_bar=false",
-            f"paths.output_dir={tmp_path}",
-            f"paths.data_dir={tmp_path}",
-        ]
+    cfg = _tiny_camvid(
+        tmp_path,
+        "experiment=camvid_cpu",
+        "trainer.max_epochs=2",
+        "trainer.check_val_every_n_epoch=1",
+        "trainer.limit_train_batches=2",
     )
     metrics = train(cfg)
     assert metrics["monitor"] == "val/iou"
