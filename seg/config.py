@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 from collections.abc import Callable
 from datetime import datetime
@@ -61,6 +62,11 @@ def _positive_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
 
+def _duration(value: object) -> bool:
+    """``trainer.max_time`` as Lightning's Timer takes it from a string: null or DD:HH:MM:SS."""
+    return value is None or (isinstance(value, str) and bool(re.fullmatch(r"\d+:\d\d:\d\d:\d\d", value)))
+
+
 #: (key, test, what a valid value is) for single values of conf/train.yaml.
 _CHECKS: list[tuple[str, Callable[[object], bool], str]] = [
     ("data.batch_size", _positive_int, "an integer >= 1"),
@@ -69,6 +75,7 @@ _CHECKS: list[tuple[str, Callable[[object], bool], str]] = [
     ("model.net.base_channels", _positive_int, "an integer >= 1"),
     ("model.optimizer.lr", _positive_number, "a positive number"),
     ("trainer.max_epochs", lambda v: v is None or v == -1 or _positive_int(v), "an integer >= 1"),
+    ("trainer.max_time", _duration, 'null or a duration "DD:HH:MM:SS", e.g. "00:01:30:00"'),
 ]
 
 

@@ -24,6 +24,7 @@ def test_default_config_is_valid(make_cfg: Any) -> None:
         (["model.optimizer.lr=fast"], "model.optimizer.lr='fast' is not valid"),
         (["data.num_workers=-1"], "data.num_workers=-1 is not valid"),
         (["trainer.max_epochs=0"], "trainer.max_epochs=0 is not valid"),
+        (["trainer.max_time=1h"], "trainer.max_time='1h' is not valid: expected null or a duration"),
         (["data.class_names=[a,b]"], "data.class_names has 2 names but data.num_classes is 13"),
         (["model.net.num_classes=4"], "model.net.num_classes=4 disagrees with data.num_classes=13"),
     ],
