@@ -15,8 +15,13 @@ from PIL import Image
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from seg import slurm
 from seg.artifacts import atomic_path
 from seg.viz import confusion_matrix_figure, figure_to_array, prediction_grid, save_figure
+
+#: Signals that ask a job to save and come back: SLURM's ``--signal=SIGUSR1@90`` (Lightning's
+#: convention) and submitit's warning before the time limit (SIGUSR2 by default).
+REQUEUE_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
 
 
 class MetricsHistory(pl.Callback):
@@ -75,7 +80,7 @@ class ValidationImages(pl.Callback):
 
     def _active(self, trainer: pl.Trainer) -> bool:
         last = trainer.max_epochs is not None and trainer.current_epoch == trainer.max_epochs - 1
-        due = trainer.current_epoch % self.every_n_epochs == 0 or last
+        due = trainer.current_epoch % self.every_n_epochs == 0 or last or trainer.should_stop
         return due and not trainer.sanity_checking and trainer.is_global_zero
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -136,56 +141,96 @@ class ValidationImages(pl.Callback):
 
 
 class GracefulStop(pl.Callback):
-    """Ctrl-C and SIGTERM stop training at the next batch boundary, after saving ``last.ckpt``.
+    """Signals stop training at the next batch boundary, after saving ``last.ckpt``.
 
-    Lightning turns SIGTERM into an exception at the next batch. The first Ctrl-C is turned into
-    one at the end of the current training batch too (a second Ctrl-C stops at once, without
-    a new checkpoint), so the saved state is always a consistent one: the step completed, the
-    optimizer updated, the loader's position counted. Other failures (a NaN loss, a crash)
-    leave the previous ``last.ckpt`` untouched.
+    Ctrl-C (SIGINT) and SIGTERM (``kill``, ``scancel``, preemption) stop the run. SIGUSR1 (SLURM's
+    ``--signal``, as Lightning uses it) and SIGUSR2 (submitit's warning before a time limit) stop it
+    and then put the job back in the queue (:meth:`requeue`), where ``resume=auto`` continues it.
+    The stop waits for the end of the current training batch (at an epoch's last batch, for the
+    end of the next one, after the epoch's validation), so the saved state is always a
+    consistent one: the step completed, the optimizer updated, the loader's position counted. A
+    second Ctrl-C stops at once, without a new checkpoint. Under DDP every rank stops at rank 0's
+    batch. Other failures (a NaN loss, a crash) leave the previous ``last.ckpt`` untouched.
+    This replaces Lightning's own SLURM handling, which saves mid-step and ignores SIGTERM.
     """
 
-    def __init__(self, checkpoint_dir: str | Path) -> None:
-        self.checkpoint_dir = Path(checkpoint_dir)
-        self.signal: str | None = None
-        self._requested = False
-        self._previous_handler: Any = None
+    HANDLED = (signal.SIGINT, signal.SIGTERM, *REQUEUE_SIGNALS)
 
-    def _on_sigint(self, signum: int, frame: Any) -> None:
-        if self._requested:
-            raise KeyboardInterrupt
-        self._requested = True
-        print(
-            "\nCtrl-C: stopping after this batch and saving last.ckpt (press again to stop at once)",
-            flush=True,
-        )
+    def __init__(self) -> None:
+        self.signal: str | None = None  # the name of the signal that stopped the run
+        self._requested: signal.Signals | None = None
+        self._stopping = False  # True once stopping at a batch boundary
+        self._previous: dict[signal.Signals, Any] = {}
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self._requested is not None:
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            return
+        self._requested = signal.Signals(signum)
+        then = "saving last.ckpt" + (" and requeueing" if signum in REQUEUE_SIGNALS else "")
+        hint = " (press again to stop at once)" if signum == signal.SIGINT else ""
+        print(f"\n{self._requested.name}: stopping after this batch, {then}{hint}", flush=True)
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Installed before Lightning's handlers: Lightning then leaves SIGUSR1 to us and calls
+        # this SIGTERM handler from its own.
         if threading.current_thread() is threading.main_thread():
-            self._previous_handler = signal.signal(signal.SIGINT, self._on_sigint)
+            for signum in self.HANDLED:
+                self._previous[signum] = signal.signal(signum, self._on_signal)
 
-    def _restore(self) -> None:
-        if self._previous_handler is not None:
-            signal.signal(signal.SIGINT, self._previous_handler)
-            self._previous_handler = None
+    def restore_signals(self) -> None:
+        """Give the signals back to the handlers they had before training."""
+        for signum, handler in self._previous.items():
+            if handler is not None:
+                signal.signal(signum, handler)
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
-        if self._requested:
+        requested = self._requested is not None
+        if trainer.world_size > 1:
+            requested = bool(trainer.strategy.broadcast(requested, src=0))
+            if requested and self._requested is None:
+                self._requested = signal.SIGTERM
+        # At an epoch's last batch, wait for its validation and checkpoint: a run resumed from a
+        # state between the last batch and the epoch's end would skip that validation.
+        if not requested or trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            return
+        self._stopping = True
+        if self._requested == signal.SIGINT:
             raise KeyboardInterrupt
-
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._restore()
+        raise SIGTERMException
 
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
-        self._restore()
-        if isinstance(exception, SIGTERMException):
+        if self._stopping:
+            self.signal = self._requested.name if self._requested else "SIGTERM"
+        elif isinstance(exception, SIGTERMException):  # Lightning's own stop at an epoch's end
             self.signal = "SIGTERM"
-        elif isinstance(exception, KeyboardInterrupt):
-            self.signal = "SIGINT"
-            if not self._requested:  # interrupted mid-step: the previous checkpoint is the good one
-                return
-        else:
+            self._requested = signal.SIGTERM
+        else:  # a crash, or a second Ctrl-C mid-step: the previous checkpoint is the good one
+            if isinstance(exception, KeyboardInterrupt):
+                self.signal, self._requested = "SIGINT", signal.SIGINT
             return
-        trainer.save_checkpoint(self.checkpoint_dir / "last.ckpt")
+        checkpoint = trainer.checkpoint_callback
+        assert checkpoint is not None and checkpoint.dirpath is not None
+        trainer.save_checkpoint(Path(checkpoint.dirpath) / "last.ckpt")
+
+    @property
+    def exit_status(self) -> int:
+        """The status shells report for a process ended by the stopping signal (128 + number)."""
+        return 128 + int(self._requested or signal.SIGTERM)
+
+    def requeue(self) -> bool:
+        """After a requeue signal, put the job back in the queue; True when it was.
+
+        A submitit job is handed to submitit's own handler (it resubmits the same call, which finds
+        the run dir and ``resume=auto``); a plain SLURM batch job is requeued with ``scontrol``.
+        """
+        if self._requested not in REQUEUE_SIGNALS:
+            return False
+        previous = self._previous.get(self._requested)
+        if callable(previous):
+            previous(int(self._requested), None)  # submitit's handler requeues and exits
+            return True
+        return slurm.requeue()

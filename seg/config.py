@@ -3,33 +3,52 @@
 from __future__ import annotations
 
 import logging
-import re
 import warnings
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from seg import slurm
+from seg.budget import DURATION
 from seg.errors import ConfigError
 from seg.hardware import best_precision
+from seg.progress import stderr_is_terminal
+from seg.resume import AUTO
 
 
-def _run_dir(resume: str | None, default: str) -> str:
-    return str(resume) if resume else default
+def _run_dir(resume: str | None, runs: str, stamp: str) -> str:
+    """A resumed run's own directory; in a SLURM batch job one named by the job, which a requeued
+    job finds again; else a new one named by the time."""
+    if resume and resume != AUTO:
+        return str(resume)
+    job = slurm.job_id()
+    return f"{runs}/slurm-{job}" if job else f"{runs}/{stamp}"
 
 
-def _hydra_subdir(resume: str | None) -> str:
-    return f".hydra/resumed-{datetime.now():%Y-%m-%d_%H-%M-%S}" if resume else ".hydra"
+def _hydra_subdir(resume: str | None, output_dir: str) -> str:
+    """Where Hydra saves this run's config: ``.hydra``, or beside it when the run continues."""
+    continuing = resume and (resume != AUTO or (Path(output_dir) / ".hydra" / "config.yaml").is_file())
+    return f".hydra/resumed-{datetime.now():%Y-%m-%d_%H-%M-%S}" if continuing else ".hydra"
+
+
+def _default_resume() -> str | None:
+    """``auto`` inside a SLURM or submitit job (a requeued job continues its run), else no resume."""
+    return AUTO if slurm.requeueable_job() else None
 
 
 def register_resolvers() -> None:
     """Resolvers the configs use: ``seg.precision`` (detected precision), ``seg.run_dir`` and
-    ``seg.hydra_subdir`` (a resumed run writes into its own directory, keeping its config)."""
+    ``seg.hydra_subdir`` (a resumed run writes into its own directory, keeping its config),
+    ``seg.terminal`` (whether a progress bar can draw), ``seg.default_resume`` (auto in SLURM)."""
     for name, function in (
         ("seg.precision", best_precision),
         ("seg.run_dir", _run_dir),
         ("seg.hydra_subdir", _hydra_subdir),
+        ("seg.terminal", stderr_is_terminal),
+        ("seg.default_resume", _default_resume),
     ):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, function)
@@ -64,7 +83,7 @@ def _positive_number(value: object) -> bool:
 
 def _duration(value: object) -> bool:
     """``trainer.max_time`` as Lightning's Timer takes it from a string: null or DD:HH:MM:SS."""
-    return value is None or (isinstance(value, str) and bool(re.fullmatch(r"\d+:\d\d:\d\d:\d\d", value)))
+    return value is None or (isinstance(value, str) and bool(DURATION.fullmatch(value)))
 
 
 #: (key, test, what a valid value is) for single values of conf/train.yaml.

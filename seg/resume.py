@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from seg.errors import ConfigError, SegError
+
+log = logging.getLogger(__name__)
+
+#: The run's config with every value resolved, written when a run starts.
+RESOLVED_CONFIG = "config_resolved.yaml"
+
+#: ``resume=auto``: continue this run's own directory when it holds a checkpoint of the same config.
+AUTO = "auto"
 
 #: Overrides a resumed run accepts: they change how it runs, not what it learns.
 SAFE_ON_RESUME = (
@@ -36,13 +46,37 @@ def _key(override: str) -> str:
     return override.lstrip("+~").split("=", 1)[0]
 
 
-def resume_config(cfg: DictConfig, overrides: Sequence[str] = ()) -> tuple[DictConfig, Path]:
-    """The config ``cfg.resume``'s run was started with, plus the allowed command-line overrides.
+def _safe(key: str) -> bool:
+    return key.startswith(SAFE_ON_RESUME)
 
-    Returns it with ``paths.output_dir`` set to that run directory, and the checkpoint to
-    continue from. Overrides that would change what is learned (model, loss, optimizer, data
-    content, precision, ...) are refused, naming the key and the allowed ones.
+
+def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        return {k: v for key, value in node.items() for k, v in _flat(value, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): node}
+
+
+def _learned_difference(saved: DictConfig, current: DictConfig) -> str | None:
+    """The first key whose value differs between two configs and changes what is learned."""
+    old = _flat(OmegaConf.to_container(saved, resolve=True))
+    new = _flat(OmegaConf.to_container(current, resolve=True))
+    for key in sorted(set(old) | set(new)):
+        if not _safe(key) and old.get(key) != new.get(key):
+            return key
+    return None
+
+
+def resume_config(cfg: DictConfig, overrides: Sequence[str] = ()) -> tuple[DictConfig, Path | None]:
+    """The config to run and the checkpoint to continue from (None: start fresh).
+
+    ``resume=<run dir>``: the config that run was started with, plus the allowed command-line
+    overrides, with ``paths.output_dir`` set to that run directory. Overrides that would change
+    what is learned (model, loss, optimizer, data content, precision, ...) are refused, naming
+    the key and the allowed ones. ``resume=auto``: this run's own directory is continued when it
+    holds a ``last.ckpt`` written with the same config, else the run starts fresh.
     """
+    if cfg.resume == AUTO:
+        return _resume_auto(cfg)
     run_dir = Path(cfg.resume)
     saved = run_dir / ".hydra" / "config.yaml"
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
@@ -50,7 +84,7 @@ def resume_config(cfg: DictConfig, overrides: Sequence[str] = ()) -> tuple[DictC
         raise SegError(f"resume={run_dir}: no .hydra/config.yaml there; pass a training run directory")
     if not checkpoint.is_file():
         raise SegError(f"resume={run_dir}: no checkpoints/last.ckpt to continue from")
-    refused = [_key(o) for o in overrides if not _key(o).startswith(SAFE_ON_RESUME)]
+    refused = [_key(o) for o in overrides if not _safe(_key(o))]
     if refused:
         allowed = ", ".join(k.rstrip(".") + ("*" if k.endswith(".") else "") for k in SAFE_ON_RESUME[1:])
         raise ConfigError(
@@ -62,11 +96,37 @@ def resume_config(cfg: DictConfig, overrides: Sequence[str] = ()) -> tuple[DictC
         key = _key(override)
         if key != "resume" and not key.startswith("hydra."):
             OmegaConf.update(resumed, key, OmegaConf.select(cfg, key), force_add=True)
+    return _continue(resumed, run_dir, checkpoint), checkpoint
+
+
+def _resume_auto(cfg: DictConfig) -> tuple[DictConfig, Path | None]:
+    run_dir = Path(cfg.paths.output_dir)
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    with open_dict(cfg):
+        cfg.resume = None
+    if not checkpoint.is_file():
+        return cfg, None
+    saved = run_dir / ".hydra" / "config.yaml"
+    if not saved.is_file():  # a run started from Python rather than the command line
+        saved = run_dir / RESOLVED_CONFIG
+    if saved.is_file():
+        differs = _learned_difference(OmegaConf.load(saved), cfg)
+        if differs is not None:
+            log.warning(
+                "resume=auto: %s's checkpoint was trained with another %s; starting fresh", run_dir, differs
+            )
+            return cfg, None
+    log.info("resume=auto: continuing %s from %s", run_dir, checkpoint)
+    return _continue(cfg, run_dir, checkpoint), checkpoint
+
+
+def _continue(cfg: DictConfig, run_dir: Path, checkpoint: Path) -> DictConfig:
+    """``cfg`` set to continue ``run_dir`` from ``checkpoint``, in the same TensorBoard run."""
     step = int(torch.load(checkpoint, map_location="cpu", weights_only=True).get("global_step", 0))
-    with open_dict(resumed):
-        resumed.paths.output_dir = str(run_dir)
-        resumed.resume = str(run_dir)
-        for logger in (resumed.get("logger") or {}).values():
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(run_dir)
+        cfg.resume = str(run_dir)
+        for logger in (cfg.get("logger") or {}).values():
             if logger and str(logger.get("_target_", "")).endswith("TensorBoardLogger"):
                 logger.purge_step = step  # TensorBoard drops what the stopped run logged after it
-    return resumed, checkpoint
+    return cfg

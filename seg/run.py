@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from seg.artifacts import write_json
+from seg.budget import TrainingBudget
 from seg.callbacks import GracefulStop, MetricsHistory
 from seg.config import validate_train_config
 from seg.data.datamodule import SegmentationDataModule
@@ -27,13 +28,10 @@ from seg.errors import SegError, user_message
 from seg.hardware import tune_allocator
 from seg.inference import ClassInfo
 from seg.module import SegmentationModule
-from seg.resume import resume_config
+from seg.resume import RESOLVED_CONFIG, resume_config
 from seg.viz import curves_figure, save_figure
 
 log = logging.getLogger(__name__)
-
-#: Exit status after a graceful stop, as shells report a process ended by that signal.
-EXIT_STATUS = {"SIGINT": 130, "SIGTERM": 143}
 
 
 def _instantiate_all(group: DictConfig | None) -> list[Any]:
@@ -50,6 +48,7 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     Returns the content of ``metrics.json``. User mistakes raise ``seg.errors.SegError``; Ctrl-C and
     SIGTERM save ``last.ckpt``, ``model.pt`` and ``metrics.json`` and exit with status 130 / 143.
     """
+    began = time.monotonic()  # the run's time budget counts from here (seg.budget)
     checkpoint = None
     if cfg.get("resume"):
         cfg, checkpoint = resume_config(cfg, overrides)
@@ -77,11 +76,14 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
         _recursive_=False,
     )
     history = MetricsHistory()
-    stop = GracefulStop(output_dir / "checkpoints")
+    stop = GracefulStop()
     loggers = _instantiate_all(cfg.get("logger"))
     callbacks = [*_instantiate_all(cfg.get("callbacks")), history, stop]
     if not loggers:  # the learning-rate monitor has nowhere to write without a logger
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
+    for callback in callbacks:
+        if isinstance(callback, TrainingBudget):
+            callback.start = began
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     if trainer.checkpoint_callback is None:
         raise RuntimeError("training needs a ModelCheckpoint callback (callbacks.model_checkpoint)")
@@ -94,6 +96,7 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint)
     except BaseException as error:
+        stop.restore_signals()
         status = f"stopped by {stop.signal}" if stop.signal else "failed"
         if trainer.is_global_zero:
             seconds = time.perf_counter() - start
@@ -104,8 +107,11 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
                 "Resume with: python -m seg.train resume=%s",
                 stop.signal, trainer.current_epoch, trainer.global_step, _shown(output_dir),
             )  # fmt: skip
-            raise SystemExit(EXIT_STATUS[stop.signal]) from None
+            if trainer.is_global_zero:
+                stop.requeue()
+            raise SystemExit(stop.exit_status) from None
         raise
+    stop.restore_signals()
     return _finish(cfg, trainer, datamodule, history, time.perf_counter() - start, "finished")
 
 
@@ -211,7 +217,7 @@ def write_run_info(cfg: DictConfig, output_dir: Path) -> None:
     from importlib import metadata
 
     output_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, output_dir / "config_resolved.yaml", resolve=True)
+    OmegaConf.save(cfg, output_dir / RESOLVED_CONFIG, resolve=True)
     packages = {}
     for name in (
         "torch",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -74,10 +76,20 @@ def trained_run(data_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> d
     return {"dir": out, "metrics": metrics, "cfg": cfg}
 
 
-def run_cli(args: Sequence[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m <args>`` as a user would, from ``cwd``."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0"}
-    env.pop("PYTHONPATH", None)
+def cli_environ() -> dict[str, str]:
+    """This process's environment without PYTHONPATH: commands run as an installed seg would."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+
+#: Lets a command started by a test find ``tests/fixtures.py`` (``_target_: fixtures.X``).
+WITH_FIXTURES = {"PYTHONPATH": str(REPO / "tests")}
+
+
+def run_cli(
+    args: Sequence[str], cwd: Path, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m <args>`` as a user would, from ``cwd``, with ``env`` added to the environment."""
+    env = {**cli_environ(), "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", *args],
         cwd=cwd,
@@ -106,3 +118,54 @@ def cli_run(data_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = (logs / "train" / "runs").iterdir()
     return run_dir
+
+
+#: Four fp32 epochs of 16 steps, two dataloader workers; checkpoints only at epoch ends.
+RESUMABLE = [
+    *[o for o in TINY if not o.startswith(("trainer.max_epochs", "data.num_workers", "trainer=cpu"))],
+    "trainer=cpu",
+    "trainer.precision=32-true",
+    "trainer.max_epochs=4",
+    "data.num_workers=2",
+    "callbacks.step_checkpoint.every_n_train_steps=1000",
+]
+
+
+def start_cli(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """Start ``python -m <args>`` in the background, with ``env`` added to the environment."""
+    env = {**cli_environ(), "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.Popen(
+        [sys.executable, "-m", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for_checkpoint(runs: Path, process: subprocess.Popen[str], timeout: float = 120) -> Path:
+    """The run dir under ``runs`` as soon as it holds a ``last.ckpt``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for checkpoint in runs.glob("*/checkpoints/last.ckpt"):
+            return checkpoint.parent.parent
+        assert process.poll() is None, process.communicate()[1][-2000:]
+        time.sleep(0.02)
+    raise AssertionError("no checkpoint appeared")
+
+
+def metrics_of(run_dir: Path) -> dict[str, Any]:
+    """The run's ``metrics.json``."""
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory, data_cache: Path) -> dict[str, Any]:
+    """``metrics.json`` of a ``RESUMABLE`` run that nothing stopped, to compare resumed runs with."""
+    logs = tmp_path_factory.mktemp("uninterrupted")
+    result = run_cli(
+        ["seg.train", *RESUMABLE, f"paths.log_dir={logs}", f"paths.data_dir={data_cache}"], cwd=logs
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return metrics_of(next((logs / "train" / "runs").iterdir()))

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pytorch_lightning as pl
 import torch
 from PIL import Image
 
@@ -96,3 +98,13 @@ class NanAfter(torch.nn.Module):
             if self.seen > self.calls:
                 return value * float("nan")
         return value
+
+
+class SlowSteps(pl.Callback):
+    """Makes every training step ``seconds`` longer: a slower machine, for the budget tests."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def on_train_batch_end(self, *args: object) -> None:
+        time.sleep(self.seconds)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import TINY, compose_train, run_cli
+from conftest import RESUMABLE, TINY, compose_train, metrics_of, run_cli, start_cli, wait_for_checkpoint
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from seg.artifacts import atomic_path, write_json
@@ -22,60 +22,13 @@ from seg.errors import NonFiniteLossError
 from seg.models.unet import UNet
 from seg.run import train
 
-#: Four fp32 epochs of 16 steps, two dataloader workers; checkpoints only at epoch ends.
-RESUMABLE = [
-    *[o for o in TINY if not o.startswith(("trainer.max_epochs", "data.num_workers", "trainer=cpu"))],
-    "trainer=cpu",
-    "trainer.precision=32-true",
-    "trainer.max_epochs=4",
-    "data.num_workers=2",
-    "callbacks.step_checkpoint.every_n_train_steps=1000",
-]
-
-
-def _start(args: list[str], cwd: Path) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("PYTHONPATH", None)
-    return subprocess.Popen(
-        [sys.executable, "-m", *args],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def _wait_for_checkpoint(runs: Path, process: subprocess.Popen[str], timeout: float = 120) -> Path:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for checkpoint in runs.glob("*/checkpoints/last.ckpt"):
-            return checkpoint.parent.parent
-        assert process.poll() is None, process.communicate()[1][-2000:]
-        time.sleep(0.02)
-    raise AssertionError("no checkpoint appeared")
-
-
-def _metrics(run_dir: Path) -> dict[str, Any]:
-    return json.loads((run_dir / "metrics.json").read_text())
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory: pytest.TempPathFactory, data_cache: Path) -> dict[str, Any]:
-    logs = tmp_path_factory.mktemp("uninterrupted")
-    result = run_cli(
-        ["seg.train", *RESUMABLE, f"paths.log_dir={logs}", f"paths.data_dir={data_cache}"], cwd=logs
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    return _metrics(next((logs / "train" / "runs").iterdir()))
-
 
 def test_sigkill_then_resume_equals_an_uninterrupted_run(
     tmp_path: Path, data_cache: Path, uninterrupted: dict[str, Any]
 ) -> None:
     args = ["seg.train", *RESUMABLE, f"paths.log_dir={tmp_path}", f"paths.data_dir={data_cache}"]
-    process = _start(args, tmp_path)
-    run_dir = _wait_for_checkpoint(tmp_path / "train" / "runs", process)
+    process = start_cli(args, tmp_path)
+    run_dir = wait_for_checkpoint(tmp_path / "train" / "runs", process)
     process.send_signal(signal.SIGKILL)
     process.communicate()
     assert process.returncode == -signal.SIGKILL
@@ -84,7 +37,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(
 
     result = run_cli(["seg.train", f"resume={run_dir}"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
-    resumed = _metrics(run_dir)
+    resumed = metrics_of(run_dir)
     assert resumed["status"] == "finished" and resumed["resumed"]
     assert [(e["epoch"], e["step"]) for e in resumed["epochs"]] == [
         (e["epoch"], e["step"]) for e in uninterrupted["epochs"]
@@ -106,8 +59,8 @@ def test_graceful_stop_saves_everything_and_resumes_mid_epoch(
     tmp_path: Path, data_cache: Path, uninterrupted: dict[str, Any], sig: signal.Signals, status: int
 ) -> None:
     args = ["seg.train", *RESUMABLE, f"paths.log_dir={tmp_path}", f"paths.data_dir={data_cache}"]
-    process = _start(args, tmp_path)
-    run_dir = _wait_for_checkpoint(tmp_path / "train" / "runs", process)
+    process = start_cli(args, tmp_path)
+    run_dir = wait_for_checkpoint(tmp_path / "train" / "runs", process)
     time.sleep(0.2)  # into the second epoch
     process.send_signal(sig)
     out, err = process.communicate(timeout=120)
@@ -116,12 +69,12 @@ def test_graceful_stop_saves_everything_and_resumes_mid_epoch(
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert checkpoint["global_step"] >= 16
     assert (run_dir / "model.pt").is_file()
-    assert _metrics(run_dir)["status"] == f"stopped by {sig.name}"
+    assert metrics_of(run_dir)["status"] == f"stopped by {sig.name}"
 
     result = run_cli(["seg.train", f"resume={run_dir}"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "not resumable" not in result.stderr
-    resumed = _metrics(run_dir)
+    resumed = metrics_of(run_dir)
     assert [(e["epoch"], e["step"]) for e in resumed["epochs"]] == [
         (e["epoch"], e["step"]) for e in uninterrupted["epochs"]
     ]
@@ -160,7 +113,7 @@ def test_nan_loss_stops_with_epoch_and_step_and_keeps_the_last_good_checkpoint(
     assert last["global_step"] == 16  # the end of epoch 0, before anything went wrong
     assert all(torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point())
     assert (tmp_path / "model.pt").is_file()
-    assert _metrics(tmp_path)["status"] == "failed"
+    assert metrics_of(tmp_path)["status"] == "failed"
 
 
 def test_a_failed_write_leaves_the_old_file(tmp_path: Path) -> None:

@@ -242,6 +242,10 @@ class SegmentationDataModule(pl.LightningDataModule):
             return self.layout.has_split(self.root, "train")
         return self.layout.has_split(self.root, split)
 
+    def split_sizes(self) -> dict[str, int]:
+        """Number of samples in each split present."""
+        return {split: len(samples) for split, samples in self._split_samples().items()}
+
     # ----------------------------------------------------------------------------- samples
     def prepare_data(self) -> None:
         if self.generator is not None:

@@ -1,0 +1,149 @@
+"""Training to a budget: the schedule's shape, the learning rate at zero when the budget ends on a
+fast or a slow machine, the whole run inside its time, and the clock carried across a resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY, compose_train, run_cli, start_cli, wait_for_checkpoint
+from hydra.utils import instantiate
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from seg.budget import BudgetSchedule, TrainingBudget, duration_seconds
+from seg.run import train
+
+LR = 3e-3
+#: A tiny run with no epoch limit to speak of: the time budget alone ends it.
+BUDGETED = [
+    *[o for o in TINY if not o.startswith(("trainer.max_epochs", "trainer.log_every_n_steps"))],
+    "trainer.max_epochs=1000",
+    "trainer.log_every_n_steps=1",
+    "scheduler=budget",
+    f"model.optimizer.lr={LR}",
+]
+
+
+def _schedule(shape: str, warmup: float) -> BudgetSchedule:
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=2.0)
+    return BudgetSchedule(optimizer, shape=shape, warmup=warmup)
+
+
+@pytest.mark.parametrize(
+    ("shape", "warmup", "progress", "factor"),
+    [
+        ("linear", 0.0, 0.0, 1.0),
+        ("linear", 0.0, 0.25, 0.75),
+        ("linear", 0.0, 1.0, 0.0),
+        ("linear", 0.1, 0.05, 0.5),  # halfway up the warm-up
+        ("linear", 0.1, 0.55, 0.5),  # halfway down the rest
+        ("cosine", 0.0, 0.5, 0.5),
+        ("cosine", 0.0, 0.25, (1 + math.cos(math.pi / 4)) / 2),
+        ("cosine", 0.2, 1.0, 0.0),
+    ],
+)
+def test_schedule_shape(shape: str, warmup: float, progress: float, factor: float) -> None:
+    assert _schedule(shape, warmup).factor(progress) == pytest.approx(factor, abs=1e-12)
+
+
+def test_schedule_follows_steps_without_a_clock() -> None:
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    schedule = BudgetSchedule(optimizer, total_steps=4)
+    lrs = []
+    for _ in range(4):
+        optimizer.step()
+        schedule.step()
+        lrs.append(optimizer.param_groups[0]["lr"])
+    assert lrs == pytest.approx([0.75, 0.5, 0.25, 0.0])
+
+
+def test_bad_schedule_values_name_the_key() -> None:
+    with pytest.raises(ValueError, match="shape='step': expected linear or cosine"):
+        _schedule("step", 0.0)
+    with pytest.raises(ValueError, match=r"warmup=1.0: expected a fraction in \[0, 1\)"):
+        _schedule("linear", 1.0)
+    assert duration_seconds("01:02:03:04") == 93784.0
+    assert duration_seconds(None) is None
+
+
+def _lr_curve(run_dir: Path) -> list[tuple[int, float]]:
+    events = EventAccumulator(str(run_dir / "tensorboard")).Reload()
+    (tag,) = [t for t in events.Tags()["scalars"] if t.startswith("lr-")]
+    return [(e.step, e.value) for e in events.Scalars(tag)]
+
+
+@pytest.mark.slow
+def test_learning_rate_reaches_zero_at_the_budget_on_a_machine_twice_as_slow(
+    tmp_path: Path, data_cache: Path
+) -> None:
+    """The same 20-second budget on this machine and on one whose steps take twice as long."""
+    budget, seconds = "00:00:00:20", 20
+    runs = {}
+    step_seconds = 0.0
+    for machine in ("fast", "slow"):
+        extra = []
+        if machine == "slow":  # each step takes as long again: a machine half as fast
+            extra = ["+callbacks.slow._target_=fixtures.SlowSteps", f"+callbacks.slow.seconds={step_seconds}"]
+        cfg = compose_train(
+            [*BUDGETED, f"paths.data_dir={data_cache}", f"paths.output_dir={tmp_path / machine}",
+             f"trainer.max_time={budget}", *extra]
+        )  # fmt: skip
+        instantiate(cfg.data).prepare_data()  # generate the data outside the timed run
+        began = time.monotonic()
+        metrics = train(cfg)
+        wall = time.monotonic() - began
+        curve = _lr_curve(tmp_path / machine)
+        runs[machine] = {"wall": wall, "steps": metrics["final"]["step"], "curve": curve}
+        if machine == "fast":
+            step_seconds = metrics["train_seconds"] / metrics["final"]["step"]
+        # Annealed to zero exactly at the end: the last step's rate is within 2% of zero.
+        last_step, last_lr = curve[-1]
+        assert last_step >= metrics["final"]["step"] - 2
+        assert last_lr <= 0.02 * LR, (machine, curve[-5:])
+        assert max(lr for _, lr in curve) >= 0.9 * LR
+        # Training, the final validation, test and export fit in the budget (plus start-up slack).
+        assert wall <= seconds * 1.15, (machine, wall)
+    ratio = runs["slow"]["steps"] / runs["fast"]["steps"]
+    assert 0.3 <= ratio <= 0.75, runs  # the slow machine did about half the steps, and still annealed
+
+
+def _first_lr_after(curve: list[tuple[int, float]], step: int) -> float:
+    return next(lr for s, lr in curve if s > step)
+
+
+@pytest.mark.slow
+def test_resume_continues_the_budget_clock(tmp_path: Path, data_cache: Path) -> None:
+    """Stopped at about a third of a 24 s budget and resumed, the run continues its schedule."""
+    args = ["seg.train", *BUDGETED, "trainer.precision=32-true", "trainer.max_time=00:00:00:24",
+            f"paths.log_dir={tmp_path}", f"paths.data_dir={data_cache}"]  # fmt: skip
+    process = start_cli(args, tmp_path)
+    run_dir = wait_for_checkpoint(tmp_path / "train" / "runs", process)
+    time.sleep(3)
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=120)
+    assert process.returncode == 143
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    (state,) = [v for k, v in checkpoint["callbacks"].items() if k.startswith(TrainingBudget.__name__)]
+    used = state["elapsed"]
+    assert 2 < used < 24
+    stopped_at = checkpoint["global_step"]
+    lr_at_stop = [lr for s, lr in _lr_curve(run_dir) if s <= stopped_at][-1]
+    assert lr_at_stop < 0.97 * LR  # the schedule had moved on
+
+    began = time.monotonic()
+    result = run_cli(["seg.train", f"resume={run_dir}"], cwd=tmp_path)
+    second = time.monotonic() - began
+    assert result.returncode == 0, result.stderr[-2000:]
+    curve = _lr_curve(run_dir)
+    # The resumed run starts where the schedule was, not at the base learning rate ...
+    assert _first_lr_after(curve, stopped_at) <= lr_at_stop * 1.05
+    # ... ends it at zero, and takes only what was left of the budget.
+    assert curve[-1][1] <= 0.02 * LR
+    assert second <= (24 - used) + 12, (second, used)  # start-up of the second process included
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "finished" and metrics["resumed"]

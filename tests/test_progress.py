@@ -1,0 +1,50 @@
+"""Progress in log files: plain lines when stdout is not a terminal, the same lines in train.log."""
+
+from __future__ import annotations
+
+import itertools
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import TINY, WITH_FIXTURES, cli_environ
+
+LINE = re.compile(
+    r"\[(\d\d):(\d\d):(\d\d)\]\[seg\.progress\] epoch \d+/\d+ \| step \d+ \| loss \d+\.\d+ \| "
+    r"\d+\.\d img/s \| elapsed \d+:\d\d:\d\d \| (budget left|ETA) \d+:\d\d:\d\d"
+)
+
+
+def _seconds(match: re.Match[str]) -> int:
+    hours, minutes, seconds = (int(g) for g in match.groups()[:3])
+    return hours * 3600 + minutes * 60 + seconds
+
+
+@pytest.mark.slow
+def test_redirected_output_gets_a_progress_line_every_interval(tmp_path: Path, data_cache: Path) -> None:
+    """``python -m seg.train ... > run.log 2>&1``, as nohup, SLURM and CI run it."""
+    overrides = [o for o in TINY if not o.startswith(("trainer.max_epochs", "trainer.enable_progress_bar"))]
+    log = tmp_path / "run.log"
+    with log.open("w") as out:
+        result = subprocess.run(
+            [sys.executable, "-m", "seg.train", *overrides, "trainer.max_epochs=6",
+             "callbacks.progress_log.every_s=3", "+callbacks.slow._target_=fixtures.SlowSteps",
+             "+callbacks.slow.seconds=0.1", f"paths.log_dir={tmp_path}", f"paths.data_dir={data_cache}"],
+            cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, timeout=600,
+            env={**cli_environ(), **WITH_FIXTURES},
+        )  # fmt: skip
+    text = log.read_text()
+    assert result.returncode == 0, text[-3000:]
+    lines = list(LINE.finditer(text))
+    # 6 epochs of 16 steps of at least 0.1 s: 10 s of training or more, a line every 3 s.
+    assert len(lines) >= 3, text[-3000:]
+    gaps = [_seconds(b) - _seconds(a) for a, b in itertools.pairwise(lines)]
+    assert all(gap <= 7 for gap in gaps), gaps  # every 3 s, give or take a step and a validation
+    assert "ETA" in lines[0].group(0)  # no time budget: the estimate from steps left
+    assert len(re.findall(r"validation epoch \d+ step \d+: val/dice \d\.\d{4} \(best \d\.\d{4}\)", text)) == 6
+    assert "\r" not in text  # no progress bar redrawing itself in a file
+    (run_dir,) = (tmp_path / "train" / "runs").iterdir()
+    train_log = (run_dir / "train.log").read_text()
+    assert [m.group(0) for m in LINE.finditer(train_log)] == [m.group(0) for m in lines]

@@ -1,0 +1,148 @@
+"""SLURM and submitit, simulated on one machine: SIGTERM inside a job, a requeue that resumes in
+the same run dir, ``resume=auto``, and submitit's timeout signal and resubmission."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from conftest import RESUMABLE, WITH_FIXTURES, metrics_of, run_cli, start_cli, wait_for_checkpoint
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+JOB_ID = "4242"
+
+
+@pytest.fixture
+def slurm_job(tmp_path: Path) -> dict[str, str]:
+    """The environment of task 0 of a one-task SLURM batch job, with a fake ``scontrol`` on PATH
+    that records what it was asked to do."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    scontrol = bin_dir / "scontrol"
+    scontrol.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "scontrol.log"}\n')
+    scontrol.chmod(scontrol.stat().st_mode | stat.S_IEXEC)
+    return {
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "SLURM_JOB_ID": JOB_ID,
+        "SLURM_JOB_NAME": "seg-train",
+        "SLURM_NTASKS": "1",
+        "SLURM_NTASKS_PER_NODE": "1",
+        "SLURM_PROCID": "0",
+        "SLURM_LOCALID": "0",
+        "SLURM_NODEID": "0",
+        "SLURM_NNODES": "1",
+        "SLURM_NODELIST": "localhost",
+    }
+
+
+def _train_args(logs: Path, data_cache: Path) -> list[str]:
+    return ["seg.train", *RESUMABLE, f"paths.log_dir={logs}", f"paths.data_dir={data_cache}"]
+
+
+def _scontrol_calls(tmp_path: Path) -> list[str]:
+    log = tmp_path / "scontrol.log"
+    return log.read_text().splitlines() if log.is_file() else []
+
+
+@pytest.mark.slow
+def test_sigterm_inside_a_slurm_job_stops_gracefully(
+    tmp_path: Path, data_cache: Path, slurm_job: dict[str, str]
+) -> None:
+    """``scancel`` and preemption send SIGTERM: the run saves everything and does not requeue."""
+    process = start_cli(_train_args(tmp_path, data_cache), tmp_path, env=slurm_job)
+    run_dir = wait_for_checkpoint(tmp_path / "train" / "runs", process)
+    assert run_dir.name == f"slurm-{JOB_ID}"
+    time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)  # well inside SLURM's grace period before SIGKILL
+    assert process.returncode == 143, err[-2000:]
+    assert (run_dir / "model.pt").is_file()
+    assert metrics_of(run_dir)["status"] == "stopped by SIGTERM"
+    assert _scontrol_calls(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_slurm_requeue_then_the_resubmitted_job_equals_an_uninterrupted_run(
+    tmp_path: Path, data_cache: Path, slurm_job: dict[str, str], uninterrupted: dict[str, Any]
+) -> None:
+    """``#SBATCH --signal=SIGUSR1@90``: save, requeue; the job that comes back continues the run."""
+    args = _train_args(tmp_path, data_cache)
+    process = start_cli(args, tmp_path, env=slurm_job)
+    run_dir = wait_for_checkpoint(tmp_path / "train" / "runs", process)
+    time.sleep(0.2)  # into the second epoch
+    process.send_signal(signal.SIGUSR1)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGUSR1, err[-2000:]
+    assert _scontrol_calls(tmp_path) == [f"requeue {JOB_ID}"]
+    assert metrics_of(run_dir)["status"] == "stopped by SIGUSR1"
+    stopped_at = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+    assert 16 <= stopped_at < 64
+
+    # SLURM starts the same batch script again, with the same job id.
+    result = run_cli(args, cwd=tmp_path, env=slurm_job)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert [p.name for p in (tmp_path / "train" / "runs").iterdir()] == [run_dir.name]
+    resumed = metrics_of(run_dir)
+    assert resumed["status"] == "finished" and resumed["resumed"]
+    assert [(e["epoch"], e["step"]) for e in resumed["epochs"]] == [
+        (e["epoch"], e["step"]) for e in uninterrupted["epochs"]
+    ]
+    for key in ("val/loss", "val/dice", "val/iou"):
+        assert resumed["final"][key] == pytest.approx(uninterrupted["final"][key], abs=1e-6)
+    steps = [
+        e.step for e in EventAccumulator(str(run_dir / "tensorboard")).Reload().Scalars("train/loss_step")
+    ]
+    assert len(steps) == len(set(steps)) == 4 * 16 // 2  # one TensorBoard run, each step once
+    assert list((run_dir / ".hydra").glob("resumed-*/config.yaml"))
+
+
+def test_resume_auto_starts_fresh_then_continues_only_the_same_config(
+    tmp_path: Path, data_cache: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    base = [*RESUMABLE, "trainer.max_epochs=1", f"paths.data_dir={data_cache}", f"hydra.run.dir={run_dir}"]
+    first = run_cli(["seg.train", *base, "resume=auto"], cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert not metrics_of(run_dir)["resumed"]  # nothing to continue: a fresh start
+
+    more = run_cli(["seg.train", *base, "resume=auto", "trainer.max_epochs=2"], cwd=tmp_path)
+    assert more.returncode == 0, more.stderr[-2000:]
+    metrics = metrics_of(run_dir)
+    assert metrics["resumed"] and [e["epoch"] for e in metrics["epochs"]] == [0, 1]
+
+    other = run_cli(["seg.train", *base, "resume=auto", "model.optimizer.lr=0.01"], cwd=tmp_path)
+    assert other.returncode == 0, other.stderr[-2000:]
+    assert "trained with another model.optimizer.lr; starting fresh" in other.stdout + other.stderr
+    assert not metrics_of(run_dir)["resumed"]
+
+
+@pytest.mark.slow
+def test_submitit_timeout_signal_resubmits_the_sweep_job_which_resumes(
+    tmp_path: Path, data_cache: Path, uninterrupted: dict[str, Any]
+) -> None:
+    """submitit's local executor signals the job (USR2) 30 s before its 1-minute limit, as SLURM
+    would; the job saves, submitit resubmits the launcher's call, and it continues from last.ckpt
+    in the same job dir, ending with the numbers of an uninterrupted run."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    args = [
+        "seg.train", "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=1",
+        "+hydra.launcher.max_num_timeout=5",
+        *RESUMABLE, "+callbacks.slow._target_=fixtures.SlowSteps", "+callbacks.slow.seconds=0.4",
+        f"paths.log_dir={tmp_path}", f"paths.data_dir={data_cache}",
+    ]  # fmt: skip
+    result = run_cli(args, cwd=tmp_path, timeout=600, env=WITH_FIXTURES)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep,) = (tmp_path / "train" / "multiruns").iterdir()
+    job_dir = sweep / "0"
+    logs = "".join(p.read_text() for p in (sweep / ".submitit").rglob("*_log.*"))
+    assert "SIGUSR2" in logs and "Requeued job" in logs
+    metrics = metrics_of(job_dir)
+    assert metrics["status"] == "finished" and metrics["resumed"]
+    assert [p.name for p in sweep.iterdir() if p.name.isdigit()] == ["0"]
+    assert metrics["final"]["val/dice"] == pytest.approx(uninterrupted["final"]["val/dice"], abs=1e-6)
