@@ -15,7 +15,7 @@ from PIL import Image
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from seg import slurm
+from seg import cluster
 from seg.artifacts import atomic_path
 from seg.viz import confusion_matrix_figure, figure_to_array, prediction_grid, save_figure
 
@@ -233,4 +233,4 @@ class GracefulStop(pl.Callback):
         if callable(previous):
             previous(int(self._requested), None)  # submitit's handler requeues and exits
             return True
-        return slurm.requeue()
+        return cluster.requeue()

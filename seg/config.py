@@ -11,7 +11,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from seg import slurm
+from seg import cluster
 from seg.budget import DURATION
 from seg.errors import ConfigError
 from seg.hardware import best_precision
@@ -24,7 +24,7 @@ def _run_dir(resume: str | None, runs: str, stamp: str) -> str:
     job finds again; else a new one named by the time."""
     if resume and resume != AUTO:
         return str(resume)
-    job = slurm.job_id()
+    job = cluster.job_id()
     return f"{runs}/slurm-{job}" if job else f"{runs}/{stamp}"
 
 
@@ -36,7 +36,7 @@ def _hydra_subdir(resume: str | None, output_dir: str) -> str:
 
 def _default_resume() -> str | None:
     """``auto`` inside a SLURM or submitit job (a requeued job continues its run), else no resume."""
-    return AUTO if slurm.requeueable_job() else None
+    return AUTO if cluster.requeueable_job() else None
 
 
 def register_resolvers() -> None:

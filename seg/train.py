@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import seg.config  # noqa: F401  (registers the config resolvers)
+from seg.cluster import check_rank, other_rank_overrides
 from seg.errors import SegError, exit_on_user_error, user_message
 from seg.run import train
 from seg.sweep import record_failure, share_cores
@@ -51,10 +54,12 @@ def _sweep_job(cfg: DictConfig, overrides: list[str]) -> float:
 def main(cfg: DictConfig) -> float:
     """Train; return the best monitored value so Hydra sweepers (Optuna) can optimise it."""
     overrides = list(HydraConfig.get().overrides.task)
+    exit_on_user_error(lambda: check_rank(cfg.trainer))
     if HydraConfig.get().mode == RunMode.MULTIRUN:
         return _sweep_job(cfg, overrides)
     return _objective(exit_on_user_error(lambda: train(cfg, overrides)))
 
 
 if __name__ == "__main__":
+    sys.argv += other_rank_overrides(sys.argv[1:], os.environ)  # only global rank 0 writes
     main()
