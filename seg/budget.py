@@ -124,10 +124,10 @@ class TrainingBudget(pl.Callback):
     def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
         if self._validation_started is not None:  # the validation before this batch, all included
             self._measure_validation(trainer)
-        elapsed = self._local_elapsed()
-        if trainer.world_size > 1:
-            elapsed = float(trainer.strategy.broadcast(elapsed, src=0))
-        self._elapsed = elapsed
+        clock = (self._local_elapsed(), self.validation_seconds)
+        if trainer.world_size > 1:  # every rank takes rank 0's clock and reserve
+            clock = trainer.strategy.broadcast(clock, src=0)
+        self._elapsed, self.validation_seconds = clock
         for schedule in self._schedules:  # this batch's rate from the clock as of now
             schedule.refresh()
 

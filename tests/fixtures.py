@@ -108,3 +108,16 @@ class SlowSteps(pl.Callback):
 
     def on_train_batch_end(self, *args: object) -> None:
         time.sleep(self.seconds)
+
+
+class RecordLearningRate(pl.Callback):
+    """Appends ``step lr`` to ``<path>.rank<global rank>`` at every training batch (after the
+    callbacks before it have set the rate): one file per process, for the DDP budget test."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args: object) -> None:
+        lr = trainer.optimizers[0].param_groups[0]["lr"]
+        with open(f"{self.path}.rank{trainer.global_rank}", "a") as out:
+            out.write(f"{trainer.global_step} {lr!r}\n")
