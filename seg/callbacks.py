@@ -44,7 +44,9 @@ class MetricsHistory(pl.Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         row = self._row(trainer)
-        row.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.endswith("_epoch")})
+        metrics = trainer.callback_metrics  # `train/x_epoch`, or `train/x` when logged per epoch only
+        epoch_keys = [k for k in metrics if k.startswith("train/") and not k.endswith("_step")]
+        row.update({k: float(metrics[k]) for k in epoch_keys if f"{k}_epoch" not in metrics})
 
     def state_dict(self) -> dict[str, Any]:
         return {"epochs": self.epochs}
