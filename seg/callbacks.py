@@ -12,11 +12,11 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from PIL import Image
-from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from seg import cluster
 from seg.artifacts import atomic_path
+from seg.loggers import log_image
 from seg.viz import confusion_matrix_figure, figure_to_array, prediction_grid, save_figure
 
 #: Signals that ask a job to save and come back: SLURM's ``--signal=SIGUSR1@90`` (Lightning's
@@ -66,9 +66,10 @@ class MetricsHistory(pl.Callback):
 class ValidationImages(pl.Callback):
     """Shows how predictions improve: the same validation images every epoch, and the confusion matrix.
 
-    Each validation epoch adds to TensorBoard a grid of input | ground truth | prediction for the
-    first ``num_images`` validation images, in the dataset's colours, and the row-normalised
-    confusion matrix, and writes both as PNGs into ``<run dir>/images/`` (the latest epoch).
+    Each validation epoch adds to every logger that holds pictures (TensorBoard, MLflow, W&B) a
+    grid of input | ground truth | prediction for the first ``num_images`` validation images, in
+    the dataset's colours, and the row-normalised confusion matrix, and writes both as PNGs into
+    ``<run dir>/images/`` (the latest epoch).
 
     Args:
         num_images: validation images in the grid.
@@ -122,16 +123,10 @@ class ValidationImages(pl.Callback):
         epoch = trainer.current_epoch
         confmat = getattr(pl_module, "last_confmat", {}).get("val")
         run_dir = Path(trainer.default_root_dir) / "images"
-        for logger in trainer.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_image("val/predictions", grid, epoch, dataformats="HWC")
-                if confmat is not None:
-                    figure = confusion_matrix_figure(
-                        confmat, pl_module.class_names, f"Validation, epoch {epoch}"
-                    )
-                    logger.experiment.add_image(
-                        "val/confusion_matrix", figure_to_array(figure), epoch, dataformats="HWC"
-                    )
+        log_image(trainer.loggers, "val/predictions", grid, epoch)
+        if confmat is not None and trainer.loggers:
+            figure = confusion_matrix_figure(confmat, pl_module.class_names, f"Validation, epoch {epoch}")
+            log_image(trainer.loggers, "val/confusion_matrix", figure_to_array(figure), epoch)
         with atomic_path(run_dir / "val_predictions.png") as tmp:
             Image.fromarray(grid).save(tmp, format="PNG")
         if confmat is not None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -42,6 +43,18 @@ def user_message(error: BaseException) -> str:
         if line.startswith(prefix):
             line = line[len(prefix) :]
     return line
+
+
+@contextlib.contextmanager
+def unwrapping_user_errors() -> Iterator[None]:
+    """Let a ``SegError`` through as itself when a wrapper re-raised it (Hydra's ``instantiate``
+    wraps whatever a ``_target_`` raises), so it is still reported in one line."""
+    try:
+        yield
+    except Exception as error:
+        if isinstance(error.__cause__, SegError):
+            raise error.__cause__ from None
+        raise
 
 
 def exit_on_user_error(fn: Callable[[], T]) -> T:

@@ -31,8 +31,15 @@ def _objective(metrics: dict[str, Any]) -> float:
 
 
 def _sweep_job(cfg: DictConfig, overrides: list[str]) -> float:
-    """One job of a multirun: a failure is recorded and reported, and the other jobs go on."""
+    """One job of a multirun: a failure is recorded and reported, and the other jobs go on.
+
+    Every job is tagged ``sweep:<sweep dir name>`` and named ``<sweep dir name>/<job number>``
+    in the loggers, so a tracker groups the jobs of one sweep.
+    """
     hydra_cfg = HydraConfig.get()
+    sweep = Path(hydra_cfg.sweep.dir).name
+    cfg.tags = [*(cfg.get("tags") or []), f"sweep:{sweep}"]
+    cfg.name = f"{sweep}/{hydra_cfg.job.num}"
     parallel = hydra_cfg.launcher.get("n_jobs")
     if parallel is not None:  # jobs share this machine (joblib): do not oversubscribe its cores
         threads, workers = share_cores(int(parallel), int(cfg.data.num_workers))
