@@ -22,6 +22,7 @@ from seg.artifacts import write_json
 from seg.budget import TrainingBudget
 from seg.callbacks import GracefulStop, MetricsHistory
 from seg.config import validate_train_config
+from seg.config_tree import CONFIG_TREE_FILE, print_config_tree
 from seg.data.datamodule import SegmentationDataModule
 from seg.deploy import export_torchscript
 from seg.errors import SegError, unwrapping_user_errors, user_message
@@ -29,17 +30,20 @@ from seg.hardware import tune_allocator
 from seg.inference import ClassInfo
 from seg.module import SegmentationModule
 from seg.resume import RESOLVED_CONFIG, resume_config
+from seg.stopping import stop_reason
 from seg.viz import curves_figure, save_figure
 
 log = logging.getLogger(__name__)
 
 
 def _instantiate_all(group: DictConfig | None) -> list[Any]:
-    """Instantiate every ``_target_`` entry of a config group such as ``callbacks``."""
+    """Instantiate every ``_target_`` entry of a config group such as ``callbacks`` (a builder may
+    return ``None``: that entry is switched off)."""
     if not group:
         return []
     with unwrapping_user_errors():
-        return [instantiate(node) for node in group.values() if node is not None and "_target_" in node]
+        built = [instantiate(node) for node in group.values() if node is not None and "_target_" in node]
+    return [item for item in built if item is not None]
 
 
 def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
@@ -58,6 +62,8 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     if cfg.get("tune_allocator", True):
         tune_allocator()
     output_dir = Path(cfg.paths.output_dir)
+    if cfg.get("print_config", True):
+        print_config_tree(cfg, output_dir / CONFIG_TREE_FILE)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule: SegmentationDataModule = instantiate(cfg.data)
@@ -176,6 +182,7 @@ def _write_outputs(
     locations = seg_loggers.where(trainer.loggers)
     metrics = {
         "status": status,
+        "stop_reason": stop_reason(trainer, status),
         "error": _error_line(error),
         "monitor": monitor,
         "best": history.best(monitor, checkpoint.mode),
