@@ -57,11 +57,14 @@ def unwrapping_user_errors() -> Iterator[None]:
         raise
 
 
-def exit_on_user_error(fn: Callable[[], T]) -> T:
-    """Run ``fn``; a ``SegError`` ends the process with one line on stderr and exit status 2."""
+def exit_on_user_error(fn: Callable[[], T], full_traceback: bool = False) -> T:
+    """Run ``fn``; a ``SegError`` ends the process with one line on stderr and exit status 2
+    (with ``full_traceback``, it propagates with its traceback instead)."""
     try:
         return fn()
     except SegError as error:
+        if full_traceback:
+            raise
         log.debug("user error", exc_info=True)
         print(f"error: {user_message(error)}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None

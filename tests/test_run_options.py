@@ -49,6 +49,7 @@ def test_early_stopping_is_off_and_the_tree_optional(make_cfg: Callable[..., Any
         ["callbacks.early_stopping.patiense=3"],
         ["logger=mlflow", "logger.mlflow.trackin_uri=http://127.0.0.1:5000"],
         ["nmae=baseline"],
+        ["debug=overfit", "trainer.overfit_batchez=1"],
     ],
 )
 def test_unknown_keys_stay_errors(overrides: list[str]) -> None:
