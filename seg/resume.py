@@ -37,6 +37,8 @@ SAFE_ON_RESUME = (
     "data.cache",
     "test_after_training",
     "tune_allocator",
+    "print_config",
+    "full_traceback",
     "paths.",
     "hydra.",
 )

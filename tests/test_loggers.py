@@ -255,6 +255,34 @@ def test_wandb_runs_offline_without_an_api_key(make_cfg: Callable[..., Any]) -> 
     assert (folder / "files" / "model.pt").exists()
 
 
+# -------------------------------------------------------------------------------------- resuming
+def test_a_resumed_run_continues_its_csv_and_mlflow_records(tmp_path: Path, data_cache: Path) -> None:
+    pytest.importorskip("mlflow")
+    from conftest import TINY, run_cli
+    from mlflow.tracking import MlflowClient
+
+    common = [f"paths.log_dir={tmp_path}", f"paths.data_dir={data_cache}", "print_config=false"]
+    tiny = [o for o in TINY if not o.startswith("trainer.max_epochs")]
+    first = run_cli(
+        ["seg.train", *tiny, "trainer.max_epochs=1", "logger=[csv,mlflow]", *common], cwd=tmp_path
+    )
+    assert first.returncode == 0, first.stderr[-3000:]
+    (run_dir,) = (tmp_path / "train" / "runs").iterdir()
+    run_id = json.loads((run_dir / "metrics.json").read_text())["loggers"]["mlflow"]["run_id"]
+
+    resumed = run_cli(["seg.train", f"resume={run_dir}", "trainer.max_epochs=2", *common], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["resumed"] and metrics["loggers"]["mlflow"]["run_id"] == run_id  # the same MLflow run
+    history = MlflowClient(metrics["loggers"]["mlflow"]["tracking_uri"]).get_metric_history(
+        run_id, "val/dice"
+    )
+    assert sorted(m.value for m in history) == pytest.approx(sorted(e["val/dice"] for e in metrics["epochs"]))
+    with (run_dir / "csv" / "metrics.csv").open(newline="") as file:
+        epochs = [int(r["epoch"]) for r in csv.DictReader(file) if r["val/dice"]]
+    assert epochs == [0, 1]  # the first run's row kept, the resumed run's appended, none twice
+
+
 # --------------------------------------------------------------------------------- CSV on resume
 def test_csv_logger_keeps_the_rows_before_a_resumed_step(tmp_path: Path) -> None:
     from seg.loggers import CSVLogger
