@@ -43,6 +43,14 @@ def test_early_stopping_is_off_and_the_tree_optional(make_cfg: Callable[..., Any
     assert not (Path(cfg.paths.output_dir) / "config_tree.txt").exists()
 
 
+def test_stop_reason_names_the_time_budget(make_cfg: Callable[..., Any]) -> None:
+    cfg = make_cfg("trainer.max_time=00:00:00:02", "logger=none", "print_config=false")
+    metrics = train(cfg)
+    assert metrics["status"] == "finished" and len(metrics["epochs"]) < 10
+    assert metrics["stop_reason"].startswith("max_time reached after")
+    assert (Path(cfg.paths.output_dir) / "model.pt").is_file()
+
+
 @pytest.mark.parametrize(
     "overrides",
     [
