@@ -110,10 +110,11 @@ def mlflow_logger(
         artifact_location: where a local store keeps the artifacts of a new experiment.
     """
     _require("mlflow", "logger=mlflow")
-    remote = urlparse(tracking_uri).scheme in ("http", "https")
-    if remote:
+    scheme = urlparse(tracking_uri).scheme
+    if scheme in ("http", "https"):
         _check_server(tracking_uri)
-        artifact_location = None
+    if scheme in ("http", "https") or scheme.startswith("databricks"):
+        artifact_location = None  # the server decides
     else:
         if tracking_uri.startswith("sqlite:///"):
             Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
