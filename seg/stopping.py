@@ -6,6 +6,8 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import EarlyStopping, Timer
 from pytorch_lightning.callbacks.early_stopping import EarlyStoppingReason
 
+from seg.budget import TrainingBudget
+
 
 def early_stopping(
     monitor: str,
@@ -46,6 +48,12 @@ def stop_reason(trainer: pl.Trainer, status: str) -> str:
     if trainer.fast_dev_run:
         return "fast_dev_run: one batch per split"
     for callback in trainer.callbacks:  # type: ignore[attr-defined]
+        budget = callback if isinstance(callback, TrainingBudget) else None
+        if budget is not None and budget.max_seconds is not None and budget.time_left() == 0:
+            return (
+                f"max_time reached after {budget.elapsed():.0f} s of the {budget.max_seconds:.0f} s "
+                "budget (the rest kept for the final validation, test and export)"
+            )
         if isinstance(callback, Timer):
             remaining = callback.time_remaining()
             if remaining is not None and remaining <= 0:
