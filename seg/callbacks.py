@@ -12,11 +12,11 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from PIL import Image
-from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from seg import cluster
 from seg.artifacts import atomic_path
+from seg.loggers import log_image
 from seg.viz import confusion_matrix_figure, figure_to_array, prediction_grid, save_figure
 
 #: Signals that ask a job to save and come back: SLURM's ``--signal=SIGUSR1@90`` (Lightning's
@@ -44,7 +44,9 @@ class MetricsHistory(pl.Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         row = self._row(trainer)
-        row.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.endswith("_epoch")})
+        metrics = trainer.callback_metrics  # `train/x_epoch`, or `train/x` when logged per epoch only
+        epoch_keys = [k for k in metrics if k.startswith("train/") and not k.endswith("_step")]
+        row.update({k: float(metrics[k]) for k in epoch_keys if f"{k}_epoch" not in metrics})
 
     def state_dict(self) -> dict[str, Any]:
         return {"epochs": self.epochs}
@@ -64,9 +66,10 @@ class MetricsHistory(pl.Callback):
 class ValidationImages(pl.Callback):
     """Shows how predictions improve: the same validation images every epoch, and the confusion matrix.
 
-    Each validation epoch adds to TensorBoard a grid of input | ground truth | prediction for the
-    first ``num_images`` validation images, in the dataset's colours, and the row-normalised
-    confusion matrix, and writes both as PNGs into ``<run dir>/images/`` (the latest epoch).
+    Each validation epoch adds to every logger that holds pictures (TensorBoard, MLflow, W&B) a
+    grid of input | ground truth | prediction for the first ``num_images`` validation images, in
+    the dataset's colours, and the row-normalised confusion matrix, and writes both as PNGs into
+    ``<run dir>/images/`` (the latest epoch).
 
     Args:
         num_images: validation images in the grid.
@@ -120,16 +123,10 @@ class ValidationImages(pl.Callback):
         epoch = trainer.current_epoch
         confmat = getattr(pl_module, "last_confmat", {}).get("val")
         run_dir = Path(trainer.default_root_dir) / "images"
-        for logger in trainer.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_image("val/predictions", grid, epoch, dataformats="HWC")
-                if confmat is not None:
-                    figure = confusion_matrix_figure(
-                        confmat, pl_module.class_names, f"Validation, epoch {epoch}"
-                    )
-                    logger.experiment.add_image(
-                        "val/confusion_matrix", figure_to_array(figure), epoch, dataformats="HWC"
-                    )
+        log_image(trainer.loggers, "val/predictions", grid, epoch)
+        if confmat is not None and trainer.loggers:
+            figure = confusion_matrix_figure(confmat, pl_module.class_names, f"Validation, epoch {epoch}")
+            log_image(trainer.loggers, "val/confusion_matrix", figure_to_array(figure), epoch)
         with atomic_path(run_dir / "val_predictions.png") as tmp:
             Image.fromarray(grid).save(tmp, format="PNG")
         if confmat is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 from collections.abc import Callable
 from datetime import datetime
@@ -39,16 +40,23 @@ def _default_resume() -> str | None:
     return AUTO if cluster.requeueable_job() else None
 
 
+def _name_suffix(name: str | None) -> str:
+    """``_<name>`` for a directory name (other characters than letters, digits, ``.-_`` become ``-``)."""
+    return "_" + re.sub(r"[^0-9A-Za-z._-]+", "-", str(name)).strip("-") if name else ""
+
+
 def register_resolvers() -> None:
     """Resolvers the configs use: ``seg.precision`` (detected precision), ``seg.run_dir`` and
     ``seg.hydra_subdir`` (a resumed run writes into its own directory, keeping its config),
-    ``seg.terminal`` (whether a progress bar can draw), ``seg.default_resume`` (auto in SLURM)."""
+    ``seg.terminal`` (whether a progress bar can draw), ``seg.default_resume`` (auto in SLURM),
+    ``seg.name_suffix`` (a named run's directory ends with its name)."""
     for name, function in (
         ("seg.precision", best_precision),
         ("seg.run_dir", _run_dir),
         ("seg.hydra_subdir", _hydra_subdir),
         ("seg.terminal", stderr_is_terminal),
         ("seg.default_resume", _default_resume),
+        ("seg.name_suffix", _name_suffix),
     ):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, function)

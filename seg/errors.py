@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -44,11 +45,26 @@ def user_message(error: BaseException) -> str:
     return line
 
 
-def exit_on_user_error(fn: Callable[[], T]) -> T:
-    """Run ``fn``; a ``SegError`` ends the process with one line on stderr and exit status 2."""
+@contextlib.contextmanager
+def unwrapping_user_errors() -> Iterator[None]:
+    """Let a ``SegError`` through as itself when a wrapper re-raised it (Hydra's ``instantiate``
+    wraps whatever a ``_target_`` raises), so it is still reported in one line."""
+    try:
+        yield
+    except Exception as error:
+        if isinstance(error.__cause__, SegError):
+            raise error.__cause__ from None
+        raise
+
+
+def exit_on_user_error(fn: Callable[[], T], full_traceback: bool = False) -> T:
+    """Run ``fn``; a ``SegError`` ends the process with one line on stderr and exit status 2
+    (with ``full_traceback``, it propagates with its traceback instead)."""
     try:
         return fn()
     except SegError as error:
+        if full_traceback:
+            raise
         log.debug("user error", exc_info=True)
         print(f"error: {user_message(error)}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None

@@ -74,3 +74,21 @@ def summarize(
     total = confmat.sum()
     out[f"{prefix}/pixel_accuracy"] = (confmat.trace() / total).item() if total > 0 else math.nan
     return out
+
+
+class MeanDice(MulticlassConfusionMatrix):
+    """The mean Dice of everything seen since the last reset, under ``summarize``'s class policy.
+
+    A confusion matrix that computes to one number, so it can be logged as a metric object
+    (``train/dice``): classes absent from both targets and predictions, and the ignored class,
+    are left out of the mean.
+    """
+
+    def compute(self) -> torch.Tensor:  # type: ignore[override]
+        confmat = super().compute().double()
+        tp = confmat.diag()
+        scored = confmat.sum(0) + confmat.sum(1) > 0
+        if self.ignore_index is not None and 0 <= self.ignore_index < len(scored):
+            scored[self.ignore_index] = False
+        dice = 2 * tp / (confmat.sum(0) + confmat.sum(1))
+        return dice[scored].mean() if scored.any() else torch.tensor(math.nan, dtype=torch.double)

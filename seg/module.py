@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from seg.errors import NonFiniteLossError
-from seg.metrics import build_metrics, summarize
+from seg.metrics import MeanDice, build_metrics, summarize
 from seg.viz import default_palette
 
 
@@ -74,6 +74,9 @@ class SegmentationModule(pl.LightningModule):
         self.last_confmat: dict[str, Any] = {}  # the latest confusion matrix per stage, for pictures
         self.val_metrics = build_metrics(num_classes, ignore_index)
         self.test_metrics = build_metrics(num_classes, ignore_index)
+        # Dice on the training batches as trained (augmented, train-mode batch norm): how well the
+        # network fits what it sees, e.g. with debug=overfit; val/dice says how well it generalises.
+        self.train_dice = MeanDice(num_classes, ignore_index=ignore_index, validate_args=False)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, C, H, W)`` for uint8 images ``(B, C, H, W)`` or floats in ``[0, 1]``."""
@@ -89,7 +92,7 @@ class SegmentationModule(pl.LightningModule):
         return logits, self.loss_fn(logits, mask)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        _, loss = self._step(batch)
+        logits, loss = self._step(batch)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"the training loss became {loss.item()} at epoch {self.current_epoch}, step "
@@ -97,6 +100,8 @@ class SegmentationModule(pl.LightningModule):
                 "lower learning rate (model.optimizer.lr=...) or loss=dice_ce"
             )
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=batch[0].shape[0])
+        self.train_dice.update(logits.detach().argmax(dim=1), batch[1])
+        self.log("train/dice", self.train_dice, on_step=False, on_epoch=True, prog_bar=True)
         return loss
 
     def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:

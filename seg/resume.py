@@ -37,6 +37,8 @@ SAFE_ON_RESUME = (
     "data.cache",
     "test_after_training",
     "tune_allocator",
+    "print_config",
+    "full_traceback",
     "paths.",
     "hydra.",
 )
@@ -127,6 +129,7 @@ def _continue(cfg: DictConfig, run_dir: Path, checkpoint: Path) -> DictConfig:
         cfg.paths.output_dir = str(run_dir)
         cfg.resume = str(run_dir)
         for logger in (cfg.get("logger") or {}).values():
-            if logger and str(logger.get("_target_", "")).endswith("TensorBoardLogger"):
-                logger.purge_step = step  # TensorBoard drops what the stopped run logged after it
+            tensorboard = logger and str(logger.get("_target_", "")).endswith("TensorBoardLogger")
+            if logger and ("purge_step" in logger or tensorboard):
+                logger.purge_step = step  # TensorBoard and CSV drop what the stopped run logged after it
     return cfg

@@ -16,29 +16,34 @@ from typing import Any
 import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.loggers import TensorBoardLogger
 
+from seg import loggers as seg_loggers
 from seg.artifacts import write_json
 from seg.budget import TrainingBudget
 from seg.callbacks import GracefulStop, MetricsHistory
 from seg.config import validate_train_config
+from seg.config_tree import CONFIG_TREE_FILE, print_config_tree
 from seg.data.datamodule import SegmentationDataModule
 from seg.deploy import export_torchscript
-from seg.errors import SegError, user_message
+from seg.errors import SegError, unwrapping_user_errors, user_message
 from seg.hardware import tune_allocator
 from seg.inference import ClassInfo
 from seg.module import SegmentationModule
 from seg.resume import RESOLVED_CONFIG, resume_config
+from seg.stopping import stop_reason
 from seg.viz import curves_figure, save_figure
 
 log = logging.getLogger(__name__)
 
 
 def _instantiate_all(group: DictConfig | None) -> list[Any]:
-    """Instantiate every ``_target_`` entry of a config group such as ``callbacks``."""
+    """Instantiate every ``_target_`` entry of a config group such as ``callbacks`` (a builder may
+    return ``None``: that entry is switched off)."""
     if not group:
         return []
-    return [instantiate(node) for node in group.values() if node is not None and "_target_" in node]
+    with unwrapping_user_errors():
+        built = [instantiate(node) for node in group.values() if node is not None and "_target_" in node]
+    return [item for item in built if item is not None]
 
 
 def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
@@ -57,6 +62,8 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     if cfg.get("tune_allocator", True):
         tune_allocator()
     output_dir = Path(cfg.paths.output_dir)
+    if cfg.get("print_config", True):
+        print_config_tree(cfg, output_dir / CONFIG_TREE_FILE)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule: SegmentationDataModule = instantiate(cfg.data)
@@ -172,8 +179,10 @@ def _write_outputs(
     model_path = export_torchscript(best.net, output_dir / "model.pt") if best is not None else None
 
     monitor = checkpoint.monitor or "val/dice"
+    locations = seg_loggers.where(trainer.loggers)
     metrics = {
         "status": status,
+        "stop_reason": stop_reason(trainer, status),
         "error": _error_line(error),
         "monitor": monitor,
         "best": history.best(monitor, checkpoint.mode),
@@ -188,19 +197,25 @@ def _write_outputs(
             "last_checkpoint": output_dir / "checkpoints" / "last.ckpt",
             "torchscript": model_path,
             "classes": output_dir / "classes.json",
-            "tensorboard": getattr(trainer.logger, "log_dir", None),
+            "tensorboard": locations.get("tensorboard"),
         },
+        "loggers": locations,
     }
     info = ClassInfo(
         datamodule.class_names, datamodule.palette, datamodule.ignore_index, datamodule.in_channels
     )
     write_json(output_dir / "classes.json", info.to_json())
     write_json(output_dir / "metrics.json", metrics)
+    curves = None
     if history.epochs:
         keys = list(dict.fromkeys(["train/loss_epoch", "val/loss", "val/dice", "val/iou", monitor]))
-        save_figure(curves_figure(history.epochs, keys), output_dir / "images" / "curves.png")
+        curves = save_figure(curves_figure(history.epochs, keys), output_dir / "images" / "curves.png")
     if finished:
         _log_hparams(trainer, cfg, metrics)
+    files = [model_path, output_dir / "metrics.json", output_dir / "classes.json"]
+    files += sorted((output_dir / "images").glob("*.png"))
+    seg_loggers.log_run_outputs(trainer.loggers, output_dir, metrics, info.class_names, curves, files)
+    seg_loggers.finish(trainer.loggers, status)
     if not quiet:
         _report(metrics)
     return metrics
@@ -258,7 +273,7 @@ def _git_state() -> dict[str, Any] | None:
 
 
 def _log_hparams(trainer: pl.Trainer, cfg: DictConfig, metrics: dict[str, Any]) -> None:
-    """Fill TensorBoard's HPARAMS tab: this run's settings beside its best scores."""
+    """This run's settings beside its best scores, for every logger (TensorBoard's HPARAMS tab...)."""
     flat: dict[str, Any] = {}
 
     def walk(node: Any, prefix: str) -> None:
@@ -277,6 +292,8 @@ def _log_hparams(trainer: pl.Trainer, cfg: DictConfig, metrics: dict[str, Any]) 
     for key in ("data.batch_size", "data.image_size", "trainer.max_epochs", "trainer.precision", "seed"):
         flat[key] = OmegaConf.select(cfg, key)
     flat["data"] = Path(str(cfg.data.get("root", ""))).name
+    flat["name"] = seg_loggers.run_label(cfg.get("name"), cfg.paths.output_dir)
+    flat["tags"] = ", ".join(cfg.get("tags") or [])
     best, test = metrics["best"] or {}, metrics["test"] or {}
     scores = {
         "hp/best_val_dice": best.get("val/dice", math.nan),
@@ -284,10 +301,8 @@ def _log_hparams(trainer: pl.Trainer, cfg: DictConfig, metrics: dict[str, Any]) 
     }
     if "test/dice" in test:
         scores["hp/test_dice"] = test["test/dice"]
-    for logger in trainer.loggers:
-        if isinstance(logger, TensorBoardLogger):
-            logger.log_hyperparams({k: v for k, v in flat.items() if v is not None}, scores)
-            logger.finalize("success")
+    params = {k: v for k, v in flat.items() if v is not None}
+    seg_loggers.log_hparams(trainer.loggers, params, scores, trainer.global_step)
 
 
 def _shown(path: str | os.PathLike[str] | None) -> str:
@@ -320,7 +335,6 @@ def _report(metrics: dict[str, Any]) -> None:
         f"TorchScript:     {paths['torchscript']}",
         f"Metrics:         {Path(paths['run_dir']) / 'metrics.json'}",
     ]
-    if paths["tensorboard"]:
-        lines.append(f"TensorBoard:     tensorboard --logdir {paths['tensorboard']}")
+    lines += seg_loggers.report_lines(metrics.get("loggers") or {}, _shown)
     for line in lines:
         log.info(line)

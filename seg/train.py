@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 
 import seg.config  # noqa: F401  (registers the config resolvers)
 from seg.cluster import check_rank, other_rank_overrides
+from seg.debugging import debug_changes
 from seg.errors import SegError, exit_on_user_error, user_message
 from seg.run import train
 from seg.sweep import record_failure, share_cores
@@ -31,8 +32,15 @@ def _objective(metrics: dict[str, Any]) -> float:
 
 
 def _sweep_job(cfg: DictConfig, overrides: list[str]) -> float:
-    """One job of a multirun: a failure is recorded and reported, and the other jobs go on."""
+    """One job of a multirun: a failure is recorded and reported, and the other jobs go on.
+
+    Every job is tagged ``sweep:<sweep dir name>`` and named ``<sweep dir name>/<job number>``
+    in the loggers, so a tracker groups the jobs of one sweep.
+    """
     hydra_cfg = HydraConfig.get()
+    sweep = Path(hydra_cfg.sweep.dir).name
+    cfg.tags = [*(cfg.get("tags") or []), f"sweep:{sweep}"]
+    cfg.name = f"{sweep}/{hydra_cfg.job.num}"
     parallel = hydra_cfg.launcher.get("n_jobs")
     if parallel is not None:  # jobs share this machine (joblib): do not oversubscribe its cores
         threads, workers = share_cores(int(parallel), int(cfg.data.num_workers))
@@ -42,7 +50,7 @@ def _sweep_job(cfg: DictConfig, overrides: list[str]) -> float:
         return _objective(train(cfg, overrides))
     except SegError as error:
         message = user_message(error)
-        log.error("error: %s", message)
+        log.error("error: %s", message, exc_info=bool(cfg.get("full_traceback")))
     except Exception as error:  # a crash in one job must not stop the sweep
         log.exception("job failed")
         message = f"{type(error).__name__}: {error}"
@@ -53,11 +61,19 @@ def _sweep_job(cfg: DictConfig, overrides: list[str]) -> float:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float:
     """Train; return the best monitored value so Hydra sweepers (Optuna) can optimise it."""
-    overrides = list(HydraConfig.get().overrides.task)
+    hydra_cfg = HydraConfig.get()
+    overrides = list(hydra_cfg.overrides.task)
     exit_on_user_error(lambda: check_rank(cfg.trainer))
-    if HydraConfig.get().mode == RunMode.MULTIRUN:
+    full_traceback = bool(cfg.get("full_traceback"))
+    if full_traceback:
+        os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra then shows errors whole, its own frames too
+    debug = hydra_cfg.runtime.choices.get("debug")
+    if debug:
+        changed = debug_changes(hydra_cfg.job.config_name, overrides, cfg)
+        log.info("debug=%s changes %d values:%s", debug, len(changed), "".join(f"\n  {c}" for c in changed))
+    if hydra_cfg.mode == RunMode.MULTIRUN:
         return _sweep_job(cfg, overrides)
-    return _objective(exit_on_user_error(lambda: train(cfg, overrides)))
+    return _objective(exit_on_user_error(lambda: train(cfg, overrides), full_traceback))
 
 
 if __name__ == "__main__":

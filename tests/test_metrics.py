@@ -60,3 +60,14 @@ def test_ignored_class_inside_the_range_is_not_scored() -> None:
 def test_metric_key() -> None:
     assert metric_key("Road Sign") == "road_sign"
     assert metric_key("a/b") == "a_b"
+
+
+def test_mean_dice_follows_the_class_policy_of_summarize() -> None:
+    from seg.metrics import MeanDice
+
+    mean = MeanDice(num_classes=4, ignore_index=255, validate_args=False)
+    for half in (slice(0, 4), slice(4, None)):  # accumulated over batches, like an epoch
+        mean.update(PREDS[:, half], TARGET[:, half])
+    # Class 3 appears nowhere: left out, as in val/dice (classes 0..2 as above).
+    assert mean.compute().item() == pytest.approx((4 / 5 + 1 / 2 + 0) / 3)
+    assert mean.compute().item() == pytest.approx(_summary()["val/dice"])

@@ -122,26 +122,28 @@ class ResumableLoader(DataLoader):
     of an epoch, calls ``load_state_dict``: the next epoch iterator then starts after the
     batches already trained on, in the same order, so a resumed run sees exactly the data an
     uninterrupted one would.
-    """
 
-    sampler: SeededSampler
+    Lightning swaps the sampler for a sequential one when overfitting (``trainer.overfit_batches``);
+    the loader then always starts at the beginning.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._batches = 0
 
     def __iter__(self) -> Iterator[Any]:
-        self._batches = self.sampler.start // (self.batch_size or 1)
+        self._batches = getattr(self.sampler, "start", 0) // (self.batch_size or 1)
         for batch in super().__iter__():
             self._batches += 1
             yield batch
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.sampler.epoch, "batches": self._batches}
+        return {"epoch": getattr(self.sampler, "epoch", 0), "batches": self._batches}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        self.sampler.epoch = int(state["epoch"])
-        self.sampler.start = int(state["batches"]) * (self.batch_size or 1)
+        if isinstance(self.sampler, SeededSampler):
+            self.sampler.epoch = int(state["epoch"])
+            self.sampler.start = int(state["batches"]) * (self.batch_size or 1)
 
 
 class SegmentationDataModule(pl.LightningDataModule):

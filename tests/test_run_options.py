@@ -1,0 +1,91 @@
+"""Run-wide options: early stopping, the config tree, run names and tags (sweeps included)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import TINY, compose_train, run_cli
+from hydra.errors import ConfigCompositionException
+
+from seg.run import train
+
+
+def test_early_stopping_stops_and_keeps_the_best_weights(
+    make_cfg: Callable[..., Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # No epoch can beat the first by 0.5 Dice: patience 1 stops the run after its second epoch.
+    cfg = make_cfg("callbacks.early_stopping.patience=1", "callbacks.early_stopping.min_delta=0.5")
+    metrics = train(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    assert len(metrics["epochs"]) == 2 and cfg.trainer.max_epochs == 10
+    assert metrics["status"] == "finished"
+    assert metrics["stop_reason"].startswith(
+        "early stopping at epoch 1: Monitored metric val/dice did not improve"
+    )
+    assert Path(metrics["paths"]["best_checkpoint"]).is_file() and (run_dir / "model.pt").is_file()
+    assert metrics["test"]["test/dice"] >= 0
+
+    # The config tree was printed first and saved beside the outputs.
+    tree = (run_dir / "config_tree.txt").read_text()
+    assert tree.startswith("config\n") and "early_stopping" in tree and "patience: 1" in tree
+    assert "patience: 1" in capsys.readouterr().out
+
+
+def test_early_stopping_is_off_and_the_tree_optional(make_cfg: Callable[..., Any]) -> None:
+    cfg = make_cfg("trainer.max_epochs=2", "print_config=false", "logger=none")
+    metrics = train(cfg)
+    assert len(metrics["epochs"]) == 2 and metrics["stop_reason"] == "max_epochs=2 reached"
+    assert not (Path(cfg.paths.output_dir) / "config_tree.txt").exists()
+
+
+def test_stop_reason_names_the_time_budget(make_cfg: Callable[..., Any]) -> None:
+    cfg = make_cfg("trainer.max_time=00:00:00:02", "logger=none", "print_config=false")
+    metrics = train(cfg)
+    assert metrics["status"] == "finished" and len(metrics["epochs"]) < 10
+    assert metrics["stop_reason"].startswith("max_time reached after")
+    assert (Path(cfg.paths.output_dir) / "model.pt").is_file()
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["callbacks.early_stopping.patiense=3"],
+        ["logger=mlflow", "logger.mlflow.trackin_uri=http://127.0.0.1:5000"],
+        ["nmae=baseline"],
+        ["debug=overfit", "trainer.overfit_batchez=1"],
+    ],
+)
+def test_unknown_keys_stay_errors(overrides: list[str]) -> None:
+    with pytest.raises(ConfigCompositionException, match="Could not override"):
+        compose_train(overrides)
+
+
+def test_sweep_jobs_carry_the_name_and_the_sweep_tag(tmp_path: Path, data_cache: Path) -> None:
+    result = run_cli(
+        [
+            "seg.train",
+            "-m",
+            "model.optimizer.lr=1e-2,1e-3",
+            *[o for o in TINY if not o.startswith(("trainer.max_epochs", "model.optimizer.lr"))],
+            "trainer.max_epochs=1",
+            "logger=csv",
+            "name=lr sweep",
+            "tags=[tiny]",
+            f"paths.log_dir={tmp_path}",
+            f"paths.data_dir={data_cache}",
+        ],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep,) = (tmp_path / "train" / "multiruns").iterdir()
+    assert sweep.name.endswith("_lr-sweep")
+    for job in ("0", "1"):
+        hparams = yaml.safe_load((sweep / job / "csv" / "hparams.yaml").read_text())
+        assert hparams["name"] == f"{sweep.name}/{job}"
+        assert hparams["tags"] == f"tiny, sweep:{sweep.name}"
+        assert json.loads((sweep / job / "metrics.json").read_text())["status"] == "finished"
