@@ -169,3 +169,21 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory, data_cache: Path) ->
     )
     assert result.returncode == 0, result.stderr[-2000:]
     return metrics_of(next((logs / "train" / "runs").iterdir()))
+
+
+def assert_continues_like(run_dir: Path, uninterrupted: dict[str, Any]) -> None:
+    """The resumed run in ``run_dir`` finished with the epochs, steps and final validation metrics
+    of an uninterrupted one (same seed, fp32 on CPU, the loader's position restored: float
+    summation order is the only freedom left, hence 1e-6), each TensorBoard step logged once."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    resumed = metrics_of(run_dir)
+    assert resumed["status"] == "finished" and resumed["resumed"]
+    assert [(e["epoch"], e["step"]) for e in resumed["epochs"]] == [
+        (e["epoch"], e["step"]) for e in uninterrupted["epochs"]
+    ]
+    for key in ("val/loss", "val/dice", "val/iou"):
+        assert resumed["final"][key] == pytest.approx(uninterrupted["final"][key], abs=1e-6)
+    events = EventAccumulator(str(run_dir / "tensorboard")).Reload()
+    steps = [event.step for event in events.Scalars("train/loss_step")]
+    assert len(steps) == len(set(steps)) == len(uninterrupted["epochs"]) * 16 // 2  # RESUMABLE's steps

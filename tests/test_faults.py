@@ -13,8 +13,16 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import RESUMABLE, TINY, compose_train, metrics_of, run_cli, start_cli, wait_for_checkpoint
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from conftest import (
+    RESUMABLE,
+    TINY,
+    assert_continues_like,
+    compose_train,
+    metrics_of,
+    run_cli,
+    start_cli,
+    wait_for_checkpoint,
+)
 
 from seg.artifacts import atomic_path, write_json
 from seg.deploy import export_torchscript
@@ -37,19 +45,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(
 
     result = run_cli(["seg.train", f"resume={run_dir}"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
-    resumed = metrics_of(run_dir)
-    assert resumed["status"] == "finished" and resumed["resumed"]
-    assert [(e["epoch"], e["step"]) for e in resumed["epochs"]] == [
-        (e["epoch"], e["step"]) for e in uninterrupted["epochs"]
-    ]
-    # Same seed, fp32 on CPU, epoch-end checkpoint: the same data, order and augmentations, so
-    # the same numbers. Tolerance 1e-6: float summation order is the only freedom left.
-    for key in ("val/loss", "val/dice", "val/iou"):
-        assert resumed["final"][key] == pytest.approx(uninterrupted["final"][key], abs=1e-6)
-    # The TensorBoard curve has every logged step exactly once.
-    events = EventAccumulator(str(run_dir / "tensorboard")).Reload()
-    steps = [event.step for event in events.Scalars("train/loss_step")]
-    assert len(steps) == len(set(steps)) == 4 * 16 // 2
+    assert_continues_like(run_dir, uninterrupted)
     assert (run_dir / ".hydra" / "config.yaml").read_text() == original_config
     assert list((run_dir / ".hydra").glob("resumed-*/config.yaml"))
 
@@ -74,12 +70,7 @@ def test_graceful_stop_saves_everything_and_resumes_mid_epoch(
     result = run_cli(["seg.train", f"resume={run_dir}"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "not resumable" not in result.stderr
-    resumed = metrics_of(run_dir)
-    assert [(e["epoch"], e["step"]) for e in resumed["epochs"]] == [
-        (e["epoch"], e["step"]) for e in uninterrupted["epochs"]
-    ]
-    # Mid-epoch too, the resumed loader continues the same order: same numbers (tolerance 1e-6).
-    assert resumed["final"]["val/dice"] == pytest.approx(uninterrupted["final"]["val/dice"], abs=1e-6)
+    assert_continues_like(run_dir, uninterrupted)  # mid-epoch too, the loader continues its order
 
 
 def test_resume_refuses_changes_to_what_is_learned(tmp_path: Path, cli_run: Path) -> None:

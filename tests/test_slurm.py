@@ -12,8 +12,15 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import RESUMABLE, WITH_FIXTURES, metrics_of, run_cli, start_cli, wait_for_checkpoint
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from conftest import (
+    RESUMABLE,
+    WITH_FIXTURES,
+    assert_continues_like,
+    metrics_of,
+    run_cli,
+    start_cli,
+    wait_for_checkpoint,
+)
 
 JOB_ID = "4242"
 
@@ -88,17 +95,7 @@ def test_slurm_requeue_then_the_resubmitted_job_equals_an_uninterrupted_run(
     result = run_cli(args, cwd=tmp_path, env=slurm_job)
     assert result.returncode == 0, result.stderr[-2000:]
     assert [p.name for p in (tmp_path / "train" / "runs").iterdir()] == [run_dir.name]
-    resumed = metrics_of(run_dir)
-    assert resumed["status"] == "finished" and resumed["resumed"]
-    assert [(e["epoch"], e["step"]) for e in resumed["epochs"]] == [
-        (e["epoch"], e["step"]) for e in uninterrupted["epochs"]
-    ]
-    for key in ("val/loss", "val/dice", "val/iou"):
-        assert resumed["final"][key] == pytest.approx(uninterrupted["final"][key], abs=1e-6)
-    steps = [
-        e.step for e in EventAccumulator(str(run_dir / "tensorboard")).Reload().Scalars("train/loss_step")
-    ]
-    assert len(steps) == len(set(steps)) == 4 * 16 // 2  # one TensorBoard run, each step once
+    assert_continues_like(run_dir, uninterrupted)
     assert list((run_dir / ".hydra").glob("resumed-*/config.yaml"))
 
 
