@@ -174,9 +174,7 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory, data_cache: Path) ->
 def assert_continues_like(run_dir: Path, uninterrupted: dict[str, Any]) -> None:
     """The resumed run in ``run_dir`` finished with the epochs, steps and final validation metrics
     of an uninterrupted one (same seed, fp32 on CPU, the loader's position restored: float
-    summation order is the only freedom left, hence 1e-6), each TensorBoard step logged once."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
+    summation order is the only freedom left, hence 1e-6)."""
     resumed = metrics_of(run_dir)
     assert resumed["status"] == "finished" and resumed["resumed"]
     assert [(e["epoch"], e["step"]) for e in resumed["epochs"]] == [
@@ -184,6 +182,3 @@ def assert_continues_like(run_dir: Path, uninterrupted: dict[str, Any]) -> None:
     ]
     for key in ("val/loss", "val/dice", "val/iou"):
         assert resumed["final"][key] == pytest.approx(uninterrupted["final"][key], abs=1e-6)
-    events = EventAccumulator(str(run_dir / "tensorboard")).Reload()
-    steps = [event.step for event in events.Scalars("train/loss_step")]
-    assert len(steps) == len(set(steps)) == len(uninterrupted["epochs"]) * 16 // 2  # RESUMABLE's steps

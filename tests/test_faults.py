@@ -23,6 +23,7 @@ from conftest import (
     start_cli,
     wait_for_checkpoint,
 )
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from seg.artifacts import atomic_path, write_json
 from seg.deploy import export_torchscript
@@ -46,6 +47,10 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(
     result = run_cli(["seg.train", f"resume={run_dir}"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert_continues_like(run_dir, uninterrupted)
+    # Resumed from an epoch's end, the TensorBoard curve has every logged step exactly once.
+    events = EventAccumulator(str(run_dir / "tensorboard")).Reload()
+    steps = [event.step for event in events.Scalars("train/loss_step")]
+    assert len(steps) == len(set(steps)) == 4 * 16 // 2
     assert (run_dir / ".hydra" / "config.yaml").read_text() == original_config
     assert list((run_dir / ".hydra").glob("resumed-*/config.yaml"))
 
