@@ -21,6 +21,7 @@ from seg import loggers as seg_loggers
 from seg.artifacts import write_json
 from seg.budget import TrainingBudget
 from seg.callbacks import GracefulStop, MetricsHistory
+from seg.cluster import other_rank
 from seg.config import validate_train_config
 from seg.config_tree import CONFIG_TREE_FILE, print_config_tree
 from seg.data.datamodule import SegmentationDataModule
@@ -62,7 +63,7 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     if cfg.get("tune_allocator", True):
         tune_allocator()
     output_dir = Path(cfg.paths.output_dir)
-    if cfg.get("print_config", True):
+    if cfg.get("print_config", True) and other_rank(os.environ) is None:  # only global rank 0 writes
         print_config_tree(cfg, output_dir / CONFIG_TREE_FILE)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
