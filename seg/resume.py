@@ -23,6 +23,8 @@ AUTO = "auto"
 #: Overrides a resumed run accepts: they change how it runs, not what it learns.
 SAFE_ON_RESUME = (
     "resume",
+    "name",
+    "tags",
     "trainer.max_epochs",
     "trainer.min_epochs",
     "trainer.enable_progress_bar",

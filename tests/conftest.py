@@ -77,12 +77,13 @@ def trained_run(data_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> d
 
 
 def cli_environ() -> dict[str, str]:
-    """This process's environment without PYTHONPATH: commands run as an installed seg would."""
-    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    """This process's environment, with PYTHONPATH set so that commands import this checkout's
+    ``seg`` (not another copy installed in the same environment) and nothing else."""
+    return {**os.environ, "PYTHONPATH": str(REPO)}
 
 
-#: Lets a command started by a test find ``tests/fixtures.py`` (``_target_: fixtures.X``).
-WITH_FIXTURES = {"PYTHONPATH": str(REPO / "tests")}
+#: Lets a command started by a test also find ``tests/fixtures.py`` (``_target_: fixtures.X``).
+WITH_FIXTURES = {"PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
 
 
 def run_cli(

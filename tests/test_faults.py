@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from conftest import (
     RESUMABLE,
     TINY,
     assert_continues_like,
+    cli_environ,
     compose_train,
     metrics_of,
     run_cli,
@@ -142,7 +142,7 @@ def test_two_processes_building_the_same_cache(tmp_path: Path) -> None:
         "import sys; from seg.data.synthetic import SyntheticScenes; "
         "print(SyntheticScenes(num_train=300, num_val=10, num_test=0, image_size=64).build(sys.argv[1]))"
     )
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env = cli_environ()
     processes = [
         subprocess.Popen(
             [sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True, env=env

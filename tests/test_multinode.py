@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import compose_train
+from conftest import cli_environ, compose_train
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
@@ -60,8 +60,7 @@ def _free_port() -> int:
 def _env(**variables: str) -> dict[str, str]:
     """This environment without any launcher's variables, plus ``variables``."""
     launcher = [k for k in os.environ if k in LAUNCHER_VARIABLES or k.startswith(LAUNCHER_PREFIXES)]
-    env = {k: v for k, v in os.environ.items() if k not in launcher}
-    env.pop("PYTHONPATH", None)  # as conftest.run_cli: the installed seg, as a user runs it
+    env = {k: v for k, v in cli_environ().items() if k not in launcher}
     return {**env, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0", **variables}
 
 
