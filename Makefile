@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.seg-installed
 
-.PHONY: install train sweep test lint format tensorboard clean
+.PHONY: install train sweep test test-fast docs lint format tensorboard clean
 
 install: $(STAMP)
 
@@ -28,8 +28,14 @@ train: install  ## train on the built-in synthetic data (pass overrides with ARG
 sweep: install  ## a CPU-sized learning-rate sweep on the built-in data, with its summary table
 	$(BIN)/python -m seg.train -m model.optimizer.lr=1e-2,3e-3,1e-3,3e-4 trainer.max_epochs=6 $(ARGS)
 
-test: install
+test: install  ## every test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: install  ## the tests not marked slow
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+docs: install  ## regenerate docs/configuration.md from the composed configs
+	$(BIN)/python -m seg.reports.config_docs
 
 lint: install
 	$(BIN)/ruff check .

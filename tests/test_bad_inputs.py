@@ -71,6 +71,7 @@ def _label_out_of_range(root: Path) -> None:
     Image.fromarray(np.full((32, 32), 5, dtype=np.uint8)).save(root / "train" / "masks" / "000.png")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("make", "expected"),
     [
@@ -115,6 +116,7 @@ def test_bad_data(tmp_path: Path, make: Callable[[Path], None] | None, expected:
     assert not (tmp_path / "train").exists() or not list((tmp_path / "train").rglob("*.ckpt"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
@@ -134,6 +136,7 @@ def test_bad_config_values(tmp_path: Path, override: str, expected: str) -> None
     assert _one_error_line(result.stderr).startswith(expected)
 
 
+@pytest.mark.slow
 def test_unknown_group_option_lists_the_valid_ones(tmp_path: Path) -> None:
     result = run_cli(["seg.train", "loss=focal", f"paths.log_dir={tmp_path}"], cwd=tmp_path)
     assert result.returncode == 1
@@ -141,6 +144,7 @@ def test_unknown_group_option_lists_the_valid_ones(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_grayscale_rgba_images_and_16_bit_masks_are_converted(tmp_path: Path, data_cache: Path) -> None:
     root = write_folder(tmp_path / "ds", {"train": 4, "val": 2}, size=32)
     images = sorted((root / "train" / "images").iterdir())
@@ -157,6 +161,7 @@ def test_grayscale_rgba_images_and_16_bit_masks_are_converted(tmp_path: Path, da
     assert train(cfg)["status"] == "finished"
 
 
+@pytest.mark.slow
 def test_predict_with_a_bad_model_file(tmp_path: Path) -> None:
     model = tmp_path / "model.pt"
     model.write_bytes(b"\x00" * 64)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from conftest import run_cli
 
 from seg.benchmark import BenchConfig, run_bench
@@ -26,6 +27,7 @@ TINY_BENCH = {
 }
 
 
+@pytest.mark.slow
 def test_bench_measures_every_variant(tmp_path: Path, data_cache: Path) -> None:
     variants = ["reference", "lightning-same", "seg-default", "data", "inference", "memory"]
     cfg = BenchConfig(**TINY_BENCH, variants=variants, output_dir=str(tmp_path), data_dir=str(data_cache))
@@ -42,6 +44,7 @@ def test_bench_measures_every_variant(tmp_path: Path, data_cache: Path) -> None:
     assert "| seg-default |" in (tmp_path / "bench.md").read_text()
 
 
+@pytest.mark.slow
 def test_bench_command_line(tmp_path: Path) -> None:
     overrides = [f"{k}={v}" for k, v in TINY_BENCH.items() if k != "camvid_root"]
     result = run_cli(

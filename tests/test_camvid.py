@@ -67,6 +67,7 @@ def test_camvid_loader_has_11_classes_with_void_ignored() -> None:
     assert (masks == 11).any()  # void is there, to be ignored
 
 
+@pytest.mark.slow
 @needs_camvid
 def test_camvid_trains_a_few_steps(tmp_path: Path) -> None:
     from seg.run import train
@@ -80,6 +81,7 @@ def test_camvid_trains_a_few_steps(tmp_path: Path) -> None:
     assert torch.isfinite(torch.tensor(best["val/loss"]))
 
 
+@pytest.mark.slow
 def test_missing_camvid_says_where_to_put_it(tmp_path: Path) -> None:
     result = run_cli(["seg.train", "data=camvid", f"paths.log_dir={tmp_path}"], cwd=tmp_path)
     assert result.returncode == 2
@@ -115,6 +117,7 @@ def test_camvid_recipes_compose_as_documented() -> None:
     assert on_cpu.trainer.accelerator == "cpu" and on_cpu.scheduler.scheduler.T_max == 200
 
 
+@pytest.mark.slow
 @needs_camvid
 def test_camvid_cpu_recipe_keeps_the_best_iou_checkpoint(tmp_path: Path) -> None:
     from seg.run import train

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 from conftest import TINY, run_cli
 from PIL import Image
@@ -14,6 +15,7 @@ def _error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.strip() and "Warning" not in line]
 
 
+@pytest.mark.slow
 def test_multirun_sweep_makes_one_run_dir_per_value(tmp_path: Path, data_cache: Path) -> None:
     result = run_cli(
         [
@@ -42,6 +44,7 @@ def test_multirun_sweep_makes_one_run_dir_per_value(tmp_path: Path, data_cache: 
     assert lrs == [1e-2, 1e-3]
 
 
+@pytest.mark.slow
 def test_missing_data_root_is_one_line(tmp_path: Path) -> None:
     missing = tmp_path / "no_such_dataset"
     result = run_cli(
@@ -63,6 +66,7 @@ def test_missing_data_root_is_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr + result.stdout
 
 
+@pytest.mark.slow
 def test_unknown_config_option_lists_the_valid_ones(tmp_path: Path) -> None:
     result = run_cli(["seg.train", "data=nope", f"paths.log_dir={tmp_path}"], cwd=tmp_path)
     assert result.returncode != 0
@@ -71,6 +75,7 @@ def test_unknown_config_option_lists_the_valid_ones(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_image_mask_size_mismatch_names_the_file(tmp_path: Path) -> None:
     root = tmp_path / "ds"
     for split in ("train", "val"):
@@ -91,6 +96,7 @@ def test_image_mask_size_mismatch_names_the_file(tmp_path: Path) -> None:
     assert "32x16" in lines[0]
 
 
+@pytest.mark.slow
 def test_bad_config_value_names_the_key(tmp_path: Path) -> None:
     result = run_cli(["seg.train", "data.batch_size=0", f"paths.log_dir={tmp_path}"], cwd=tmp_path)
     assert result.returncode == 2

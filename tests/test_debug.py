@@ -7,11 +7,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import TINY, run_cli
 
 from seg.run import train
 
 
+@pytest.mark.slow
 def test_overfit_drives_train_dice_toward_one(make_cfg: Callable[..., Any]) -> None:
     # The default width and learning rate (the tiny test network fits far more slowly), 64x64 images.
     cfg = make_cfg(
@@ -25,6 +27,7 @@ def test_overfit_drives_train_dice_toward_one(make_cfg: Callable[..., Any]) -> N
     assert metrics["paths"]["run_dir"] and (Path(cfg.paths.output_dir) / "model.pt").is_file()
 
 
+@pytest.mark.slow
 def test_limit_runs_a_few_batches_per_split(make_cfg: Callable[..., Any]) -> None:
     cfg = make_cfg("debug=limit", "trainer.max_epochs=2")
     metrics = train(cfg)
@@ -32,6 +35,7 @@ def test_limit_runs_a_few_batches_per_split(make_cfg: Callable[..., Any]) -> Non
     assert metrics["test"]["test/dice"] >= 0 and metrics["stop_reason"] == "max_epochs=2 reached"
 
 
+@pytest.mark.slow
 def test_profiler_writes_its_report_into_the_run_dir(make_cfg: Callable[..., Any]) -> None:
     cfg = make_cfg("debug=profiler", "trainer.max_epochs=1", "trainer.limit_train_batches=3")
     train(cfg)
@@ -39,6 +43,7 @@ def test_profiler_writes_its_report_into_the_run_dir(make_cfg: Callable[..., Any
     assert "run_training_batch" in report and "Total" in report
 
 
+@pytest.mark.slow
 def test_fast_dev_run_prints_its_changes_and_runs_one_batch(tmp_path: Path, data_cache: Path) -> None:
     result = run_cli(
         [
@@ -63,6 +68,7 @@ def test_fast_dev_run_prints_its_changes_and_runs_one_batch(tmp_path: Path, data
     assert metrics["stop_reason"].startswith("fast_dev_run")
 
 
+@pytest.mark.slow
 def test_debug_default_shows_the_whole_traceback(tmp_path: Path) -> None:
     plain = run_cli(["seg.train", "data.batch_size=0", f"paths.log_dir={tmp_path}"], cwd=tmp_path)
     debug = run_cli(

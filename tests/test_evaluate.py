@@ -61,6 +61,7 @@ def test_report_files(trained_run: dict[str, Any], tmp_path: Path) -> None:
         assert width > 3 * height  # four panels side by side
 
 
+@pytest.mark.slow
 def test_run_dir_from_the_command_line(cli_run: Path) -> None:
     result = run_cli(["seg.evaluate", f"run_dir={cli_run}", "num_samples=1"], cwd=cli_run)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -81,6 +82,7 @@ def test_model_for_other_data_is_refused(trained_run: dict[str, Any], tmp_path: 
         evaluate(cfg, tmp_path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("content", "message"),
     [(None, "does not exist"), (b"", "cannot load model"), (b"not a model at all", "cannot load model")],
@@ -95,6 +97,7 @@ def test_bad_model_files_are_one_line(tmp_path: Path, content: bytes | None, mes
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
 
 
+@pytest.mark.slow
 def test_truncated_model_is_one_line(cli_run: Path, tmp_path: Path) -> None:
     data = (cli_run / "model.pt").read_bytes()
     model = tmp_path / "model.pt"

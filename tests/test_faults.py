@@ -32,6 +32,7 @@ from seg.models.unet import UNet
 from seg.run import train
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_equals_an_uninterrupted_run(
     tmp_path: Path, data_cache: Path, uninterrupted: dict[str, Any]
 ) -> None:
@@ -55,6 +56,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(
     assert list((run_dir / ".hydra").glob("resumed-*/config.yaml"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("sig", "status"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_graceful_stop_saves_everything_and_resumes_mid_epoch(
     tmp_path: Path, data_cache: Path, uninterrupted: dict[str, Any], sig: signal.Signals, status: int
@@ -78,6 +80,7 @@ def test_graceful_stop_saves_everything_and_resumes_mid_epoch(
     assert_continues_like(run_dir, uninterrupted)  # mid-epoch too, the loader continues its order
 
 
+@pytest.mark.slow
 def test_resume_refuses_changes_to_what_is_learned(tmp_path: Path, cli_run: Path) -> None:
     result = run_cli(["seg.train", f"resume={cli_run}", "model.optimizer.lr=0.1"], cwd=tmp_path)
     assert result.returncode == 2
@@ -88,12 +91,14 @@ def test_resume_refuses_changes_to_what_is_learned(tmp_path: Path, cli_run: Path
     )
 
 
+@pytest.mark.slow
 def test_resume_of_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
     result = run_cli(["seg.train", f"resume={tmp_path}"], cwd=tmp_path)
     assert result.returncode == 2
     assert "no .hydra/config.yaml there" in result.stderr
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_with_epoch_and_step_and_keeps_the_last_good_checkpoint(
     tmp_path: Path, data_cache: Path
 ) -> None:
@@ -137,6 +142,7 @@ def test_a_failed_model_export_leaves_the_old_model(tmp_path: Path, monkeypatch:
     assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
 
 
+@pytest.mark.slow
 def test_two_processes_building_the_same_cache(tmp_path: Path) -> None:
     code = (
         "import sys; from seg.data.synthetic import SyntheticScenes; "

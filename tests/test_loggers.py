@@ -38,6 +38,7 @@ def _no_telemetry(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WANDB_SILENT", "true")
 
 
+@pytest.mark.slow
 def test_many_loggers_hold_every_class(make_cfg: Callable[..., Any], tmp_path: Path) -> None:
     """logger=many: TensorBoard, metrics.csv and an MLflow run, each with val/dice/<class>,
     the pictures, the per-class table, and the run's name and tags."""
@@ -155,6 +156,7 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
         log_file.close()
 
 
+@pytest.mark.slow
 def test_training_run_reaches_a_real_mlflow_server(mlflow_server: str, make_cfg: Callable[..., Any]) -> None:
     from seg.run import train
 
@@ -188,6 +190,7 @@ def test_training_run_reaches_a_real_mlflow_server(mlflow_server: str, make_cfg:
     assert "images/val_confusion_matrix.png" in listed("images")
 
 
+@pytest.mark.slow
 def test_unreachable_mlflow_server_is_one_line(make_cfg: Callable[..., Any]) -> None:
     pytest.importorskip("mlflow")
     from seg.errors import user_message
@@ -230,6 +233,7 @@ def _wandb_records(path: Path) -> Iterator[Any]:
             pending = b""
 
 
+@pytest.mark.slow
 def test_wandb_runs_offline_without_an_api_key(make_cfg: Callable[..., Any]) -> None:
     pytest.importorskip("wandb")
     from seg.run import train
@@ -256,6 +260,7 @@ def test_wandb_runs_offline_without_an_api_key(make_cfg: Callable[..., Any]) -> 
 
 
 # -------------------------------------------------------------------------------------- resuming
+@pytest.mark.slow
 def test_a_resumed_run_continues_its_csv_and_mlflow_records(tmp_path: Path, data_cache: Path) -> None:
     pytest.importorskip("mlflow")
     from conftest import TINY, run_cli

@@ -167,6 +167,7 @@ def _data_parallel_reference(cfg: DictConfig) -> tuple[list[dict[str, float]], d
     return epochs, module.state_dict()
 
 
+@pytest.mark.slow
 def test_two_nodes_train_as_one_process_and_only_node_0_writes(tmp_path: Path, data_cache: Path) -> None:
     """Two ``python -m seg.train`` processes, one per "node", started as a cluster starts them.
 
@@ -219,6 +220,7 @@ def test_two_nodes_train_as_one_process_and_only_node_0_writes(tmp_path: Path, d
             assert metrics["epochs"][epoch][key] == pytest.approx(expected[key], abs=1e-4), (epoch, key)
 
 
+@pytest.mark.slow
 def test_a_stale_rank_variable_stops_a_one_process_run(tmp_path: Path, data_cache: Path) -> None:
     """``NODE_RANK=1`` left in the environment of a one-process run: one error line, no files.
 

@@ -19,6 +19,7 @@ from seg.inference import Predictor, load_model
 from seg.models.unet import UNet
 
 
+@pytest.mark.slow
 def test_predict_keeps_sizes_and_names_the_corrupt_file(cli_run: Path, tmp_path: Path) -> None:
     inputs = tmp_path / "in"
     inputs.mkdir()
@@ -45,6 +46,7 @@ def test_predict_keeps_sizes_and_names_the_corrupt_file(cli_run: Path, tmp_path:
             assert np.asarray(mask).max() < 13
 
 
+@pytest.mark.slow
 def test_predict_without_classes_json_uses_generated_names(cli_run: Path, tmp_path: Path) -> None:
     lonely = tmp_path / "model.pt"
     lonely.write_bytes((cli_run / "model.pt").read_bytes())
@@ -72,6 +74,7 @@ def test_export_matches_eager_on_two_sizes(fmt: str, tmp_path: Path) -> None:
         assert (got - expected).abs().max().item() < 1e-4
 
 
+@pytest.mark.slow
 def test_export_cli_writes_model_and_classes(cli_run: Path, tmp_path: Path) -> None:
     result = run_cli(
         ["seg.export", f"model_path={cli_run}", "format=torchscript", f"output={tmp_path}"], cwd=tmp_path

@@ -15,6 +15,7 @@ from hydra.errors import ConfigCompositionException
 from seg.run import train
 
 
+@pytest.mark.slow
 def test_early_stopping_stops_and_keeps_the_best_weights(
     make_cfg: Callable[..., Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -36,6 +37,7 @@ def test_early_stopping_stops_and_keeps_the_best_weights(
     assert "patience: 1" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_early_stopping_is_off_and_the_tree_optional(make_cfg: Callable[..., Any]) -> None:
     cfg = make_cfg("trainer.max_epochs=2", "print_config=false", "logger=none")
     metrics = train(cfg)
@@ -43,6 +45,7 @@ def test_early_stopping_is_off_and_the_tree_optional(make_cfg: Callable[..., Any
     assert not (Path(cfg.paths.output_dir) / "config_tree.txt").exists()
 
 
+@pytest.mark.slow
 def test_stop_reason_names_the_time_budget(make_cfg: Callable[..., Any]) -> None:
     cfg = make_cfg("trainer.max_time=00:00:00:02", "logger=none", "print_config=false")
     metrics = train(cfg)
@@ -65,6 +68,7 @@ def test_unknown_keys_stay_errors(overrides: list[str]) -> None:
         compose_train(overrides)
 
 
+@pytest.mark.slow
 def test_sweep_jobs_carry_the_name_and_the_sweep_tag(tmp_path: Path, data_cache: Path) -> None:
     result = run_cli(
         [

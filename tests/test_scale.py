@@ -28,6 +28,7 @@ def _sweep_dir(logs: Path) -> Path:
     return sweep
 
 
+@pytest.mark.slow
 def test_sweep_summary_lists_every_job_and_the_failed_one(tmp_path: Path, data_cache: Path) -> None:
     args = ["seg.train", "-m", "model.optimizer.lr=1e-2,-1,3e-3", *SHORT,
             f"paths.log_dir={tmp_path}", f"paths.data_dir={data_cache}"]  # fmt: skip
@@ -51,6 +52,7 @@ def test_sweep_summary_lists_every_job_and_the_failed_one(tmp_path: Path, data_c
     assert "Sweep summary" in result.stdout
 
 
+@pytest.mark.slow
 def test_optuna_searches_the_learning_rate(tmp_path: Path, data_cache: Path) -> None:
     args = ["seg.train", "hparams_search=lr_optuna", "hydra.sweeper.n_trials=2", *SHORT,
             f"paths.log_dir={tmp_path}", f"paths.data_dir={data_cache}"]  # fmt: skip
@@ -66,6 +68,7 @@ def test_optuna_searches_the_learning_rate(tmp_path: Path, data_cache: Path) -> 
     assert len(list(csv.DictReader((sweep / "summary.csv").open()))) == 2
 
 
+@pytest.mark.slow
 def test_same_seed_same_numbers(tmp_path: Path, data_cache: Path) -> None:
     runs = []
     for name in ("a", "b"):
@@ -84,6 +87,7 @@ def test_run_dir_records_config_commit_and_versions(trained_run: dict) -> None:
     assert "${" not in (trained_run["dir"] / "config_resolved.yaml").read_text()
 
 
+@pytest.mark.slow
 def test_ddp_validation_equals_one_process_and_only_rank_0_writes(tmp_path: Path, data_cache: Path) -> None:
     # 17 validation images, batch 4: ranks get 3 and 2 batches; nothing is padded or duplicated.
     dropped = ("trainer=", "data.generator.num_val", "trainer.max_epochs")
@@ -115,6 +119,7 @@ def test_ddp_validation_equals_one_process_and_only_rank_0_writes(tmp_path: Path
         assert single[key] == pytest.approx(ddp_val[key], abs=1e-6), key
 
 
+@pytest.mark.slow
 def test_submitit_local_runs_a_two_job_sweep(tmp_path: Path, data_cache: Path) -> None:
     tiny = [o for o in SHORT if not o.startswith(("data.generator.num_train", "trainer.max_epochs"))]
     args = ["seg.train", "-m", "hydra/launcher=submitit_local", "model.optimizer.lr=1e-2,1e-3", *tiny,
@@ -153,6 +158,7 @@ def test_recipes_and_launchers_compose(data_cache: Path) -> None:
     assert launcher._target_.endswith("SlurmLauncher")
 
 
+@pytest.mark.slow
 def test_missing_data_for_the_original_recipe_is_one_line(tmp_path: Path) -> None:
     result = run_cli(["seg.train", "experiment=original", f"paths.log_dir={tmp_path}"], cwd=tmp_path)
     assert result.returncode == 2

@@ -99,6 +99,7 @@ def test_slurm_requeue_then_the_resubmitted_job_equals_an_uninterrupted_run(
     assert list((run_dir / ".hydra").glob("resumed-*/config.yaml"))
 
 
+@pytest.mark.slow
 def test_resume_auto_starts_fresh_then_continues_only_the_same_config(
     tmp_path: Path, data_cache: Path
 ) -> None:

@@ -91,6 +91,7 @@ def test_checkpoint_alone_rebuilds_the_module(trained_run: dict[str, Any]) -> No
     assert summarize(metrics.compute(), CLASS_NAMES, "val")["val/pixel_accuracy"] > 0.5
 
 
+@pytest.mark.slow
 def test_torchscript_alone_matches_the_checkpoint(trained_run: dict[str, Any], tmp_path: Path) -> None:
     best = Path(trained_run["metrics"]["paths"]["best_checkpoint"])
     module = SegmentationModule.load_from_checkpoint(best, map_location="cpu").eval()
@@ -120,6 +121,7 @@ def test_torchscript_alone_matches_the_checkpoint(trained_run: dict[str, Any], t
     assert result.stdout.strip() == "ok"
 
 
+@pytest.mark.slow
 def test_runs_without_a_logger_and_with_a_scheduler(make_cfg: Any) -> None:
     from seg.run import train
 

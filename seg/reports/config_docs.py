@@ -1,0 +1,155 @@
+"""``docs/configuration.md``, generated from the composed configs and the comments in ``conf/``.
+
+Every key of every command's config is listed with its default (interpolations as written) and
+the comment beside it in its YAML file, so the reference cannot drift from the configs.
+Regenerate with ``python -m seg.reports.config_docs`` (``make docs``); a test fails when the
+committed page differs from what this writes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+REPO = Path(__file__).resolve().parents[2]
+CONF = REPO / "conf"
+PAGE = REPO / "docs" / "configuration.md"
+
+#: The commands, each composed from ``conf/<command>.yaml``.
+COMMANDS = ("train", "evaluate", "predict", "export", "bench", "check_data")
+
+#: A YAML mapping key, its indentation and the rest of the line.
+_KEY_LINE = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z_][\w.-]*):(?P<rest>.*)$")
+_LONGEST_VALUE = 60
+
+
+def _trailing_comment(rest: str) -> str:
+    """The ``# comment`` at the end of a YAML value, outside quotes ("" if none)."""
+    quote = None
+    for i, char in enumerate(rest):
+        if char in "'\"" and quote in (None, char):
+            quote = None if quote else char
+        elif char == "#" and quote is None and (i == 0 or rest[i - 1] == " "):
+            return rest[i + 1 :].strip()
+    return ""
+
+
+def yaml_comments(text: str, prefix: str = "") -> dict[str, str]:
+    """``dotted.key -> comment`` for the keys of one YAML file: the comment at the end of the
+    key's line, else the comment lines right above it at the same indentation."""
+    comments: dict[str, str] = {}
+    stack: list[tuple[int, str]] = []  # (indent, key) of the mappings the line is inside
+    above: list[str] = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            if not stripped.startswith("# @package"):
+                above.append(stripped.lstrip("#").strip())
+            continue
+        match = _KEY_LINE.match(line)
+        if not match:
+            above = []
+            continue
+        indent = len(match["indent"])
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        path = ".".join([*(k for _, k in stack), match["key"]])
+        comment = _trailing_comment(match["rest"]) or " ".join(above)
+        if comment:
+            comments[f"{prefix}{path}"] = comment
+        stack.append((indent, match["key"]))
+        above = []
+    return comments
+
+
+def _package(path: Path) -> str:
+    """The key prefix a config file's keys land under in the composed config."""
+    if path.parent == CONF or path.read_text().lstrip().startswith("# @package _global_"):
+        return ""
+    return ".".join(path.parent.relative_to(CONF).parts) + "."
+
+
+def _comments_for(command: str, choices: dict[str, Any]) -> dict[str, str]:
+    """Comments of the files a command's default composition reads; the chosen files win."""
+    files = [CONF / f"{command}.yaml"]
+    for group, choice in choices.items():
+        folder = CONF / group
+        if choice is None or group.startswith("hydra") or not folder.is_dir():
+            continue
+        files += sorted(folder.glob("_*.yaml")) + [folder / f"{choice}.yaml"]
+    comments: dict[str, str] = {}
+    for path in reversed(files):
+        if path.is_file():
+            comments.update(yaml_comments(path.read_text(), _package(path)))
+    return comments
+
+
+def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
+    """``dotted.key -> value`` for every leaf of a config tree (an empty mapping is a leaf)."""
+    if isinstance(node, dict) and node:
+        return {k: v for key, value in node.items() for k, v in _leaves(value, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): node}
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, list) and len(json.dumps(value)) > _LONGEST_VALUE:
+        return f"a list of {len(value)}"
+    text = "null" if value is None else json.dumps(value) if isinstance(value, list | dict | bool) else str(value)
+    return f"`{text}`".replace("|", "\\|")
+
+
+def _groups(choices: dict[str, Any]) -> list[str]:
+    lines = []
+    for group, choice in sorted(choices.items()):
+        folder = CONF / group
+        if group.startswith("hydra") and group != "hydra/launcher" or not folder.is_dir():
+            continue
+        options = sorted(p.stem for p in folder.glob("*.yaml") if not p.stem.startswith("_"))
+        lines.append(f"| `{group}=` | `{choice or 'none'}` | {', '.join(options)} |")
+    return lines
+
+
+def command_section(command: str) -> str:
+    """The Markdown section for one command: its config groups, then every key."""
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose(config_name=command, return_hydra_config=True)
+    choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
+    del cfg.hydra
+    comments = _comments_for(command, choices)
+    lines = [f"## `python -m seg.{command}` (`conf/{command}.yaml`)", ""]
+    groups = _groups(choices)
+    if groups:
+        lines += ["| group | default | options |", "| --- | --- | --- |", *groups, ""]
+    lines += ["| key | default | meaning |", "| --- | --- | --- |"]
+    for key, value in _leaves(OmegaConf.to_container(cfg, resolve=False)).items():
+        meaning = comments.get(key, "").replace("|", "\\|")
+        lines.append(f"| `{key}` | {_shown(value)} | {meaning} |")
+    return "\n".join(lines)
+
+
+def render() -> str:
+    """The whole page."""
+    intro = (
+        "# Configuration reference\n\n"
+        "Generated by `python -m seg.reports.config_docs` (`make docs`) from the configs in `conf/`;\n"
+        "do not edit by hand: change the YAML (values and their comments) and regenerate. Each command\n"
+        "composes `conf/<command>.yaml` with its groups; override any key on the command line\n"
+        "(`key=value`), pick a group option with `group=option`, add `-m` to sweep comma-separated\n"
+        "values. `${...}` defaults are interpolations, resolved when the run starts.\n"
+    )
+    return "\n\n".join([intro.rstrip(), *(command_section(c) for c in COMMANDS)]) + "\n"
+
+
+def main() -> None:
+    PAGE.write_text(render())
+    print(f"wrote {PAGE.relative_to(REPO)}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
