@@ -82,7 +82,7 @@ def _comments_for(command: str, choices: dict[str, Any]) -> dict[str, str]:
         folder = CONF / group
         if choice is None or group.startswith("hydra") or not folder.is_dir():
             continue
-        files += sorted(folder.glob("_*.yaml")) + [folder / f"{choice}.yaml"]
+        files += [*sorted(folder.glob("_*.yaml")), folder / f"{choice}.yaml"]
     comments: dict[str, str] = {}
     for path in reversed(files):
         if path.is_file():
@@ -100,7 +100,10 @@ def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
 def _shown(value: Any) -> str:
     if isinstance(value, list) and len(json.dumps(value)) > _LONGEST_VALUE:
         return f"a list of {len(value)}"
-    text = "null" if value is None else json.dumps(value) if isinstance(value, list | dict | bool) else str(value)
+    if value is None or isinstance(value, list | dict | bool):
+        text = json.dumps(value)
+    else:
+        text = str(value)
     return f"`{text}`".replace("|", "\\|")
 
 
@@ -108,7 +111,7 @@ def _groups(choices: dict[str, Any]) -> list[str]:
     lines = []
     for group, choice in sorted(choices.items()):
         folder = CONF / group
-        if group.startswith("hydra") and group != "hydra/launcher" or not folder.is_dir():
+        if (group.startswith("hydra") and group != "hydra/launcher") or not folder.is_dir():
             continue
         options = sorted(p.stem for p in folder.glob("*.yaml") if not p.stem.startswith("_"))
         lines.append(f"| `{group}=` | `{choice or 'none'}` | {', '.join(options)} |")
