@@ -100,10 +100,8 @@ def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
 def _shown(value: Any) -> str:
     if isinstance(value, list) and len(json.dumps(value)) > _LONGEST_VALUE:
         return f"a list of {len(value)}"
-    if value is None or isinstance(value, list | dict | bool):
-        text = json.dumps(value)
-    else:
-        text = str(value)
+    literal = value is None or isinstance(value, list | dict | bool)
+    text = json.dumps(value) if literal else str(value)
     return f"`{text}`".replace("|", "\\|")
 
 
