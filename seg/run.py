@@ -29,6 +29,7 @@ from seg.deploy import export_torchscript
 from seg.errors import SegError, unwrapping_user_errors, user_message
 from seg.hardware import tune_allocator
 from seg.inference import ClassInfo
+from seg.loggers.builders import run_label
 from seg.module import SegmentationModule
 from seg.resume import RESOLVED_CONFIG, resume_config
 from seg.stopping import stop_reason
@@ -293,7 +294,7 @@ def _log_hparams(trainer: pl.Trainer, cfg: DictConfig, metrics: dict[str, Any]) 
     for key in ("data.batch_size", "data.image_size", "trainer.max_epochs", "trainer.precision", "seed"):
         flat[key] = OmegaConf.select(cfg, key)
     flat["data"] = Path(str(cfg.data.get("root", ""))).name
-    flat["name"] = seg_loggers.run_label(cfg.get("name"), cfg.paths.output_dir)
+    flat["name"] = run_label(cfg.get("name"), cfg.paths.output_dir)
     flat["tags"] = ", ".join(cfg.get("tags") or [])
     best, test = metrics["best"] or {}, metrics["test"] or {}
     scores = {

@@ -290,7 +290,7 @@ def test_a_resumed_run_continues_its_csv_and_mlflow_records(tmp_path: Path, data
 
 # --------------------------------------------------------------------------------- CSV on resume
 def test_csv_logger_keeps_the_rows_before_a_resumed_step(tmp_path: Path) -> None:
-    from seg.loggers import CSVLogger
+    from seg.loggers.builders import CSVLogger
 
     first = CSVLogger(str(tmp_path), purge_step=None)
     for step in range(0, 30, 10):
