@@ -75,16 +75,30 @@ def _package(path: Path) -> str:
     return ".".join(path.parent.relative_to(CONF).parts) + "."
 
 
+_BASE_ENTRY = re.compile(r"^  - (?P<name>[\w.-]+)\s*(#.*)?$")
+
+
+def _with_bases(path: Path) -> list[Path]:
+    """A group file after the files of its own group it extends (``defaults: [- default]``)."""
+    bases = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            match = _BASE_ENTRY.match(line)
+            if match and match["name"] != "_self_":
+                bases += _with_bases(path.parent / f"{match['name']}.yaml")
+    return [*bases, path]
+
+
 def _comments_for(command: str, choices: dict[str, Any]) -> dict[str, str]:
-    """Comments of the files a command's default composition reads; the chosen files win."""
+    """Comments of the files a command's default composition reads."""
     files = [CONF / f"{command}.yaml"]
     for group, choice in choices.items():
         folder = CONF / group
         if choice is None or group.startswith("hydra") or not folder.is_dir():
             continue
-        files += [*sorted(folder.glob("_*.yaml")), folder / f"{choice}.yaml"]
+        files += _with_bases(folder / f"{choice}.yaml")
     comments: dict[str, str] = {}
-    for path in reversed(files):
+    for path in files:  # a file extending another one comes after it, and its comment wins
         if path.is_file():
             comments.update(yaml_comments(path.read_text(), _package(path)))
     return comments
