@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.flop_counter import FlopCounterMode
 
 from seg.artifacts import atomic_path, write_json
-from seg.data.synthetic import render_scene
+from seg.data.synthetic import TEXTURES, render_scene
 from seg.hardware import best_precision, cpu_has_native_bf16, release_memory
 from seg.losses import DiceLoss
 from seg.models.unet import UNet
@@ -130,7 +130,8 @@ def train_step_flops(net: torch.nn.Module, images: torch.Tensor, masks: torch.Te
 
 def synthetic_batch(count: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``count`` generated scenes as uint8 images ``(N, 3, H, W)`` and int64 masks ``(N, H, W)``."""
-    pairs = [render_scene(size, np.random.default_rng([seed, i])) for i in range(count)]
+    textures = list(TEXTURES.values())
+    pairs = [render_scene(size, np.random.default_rng([seed, i]), textures, 5, 10.0) for i in range(count)]
     images = torch.from_numpy(np.stack([p[0] for p in pairs])).permute(0, 3, 1, 2).contiguous()
     masks = torch.from_numpy(np.stack([p[1] for p in pairs]).astype(np.int64))
     return images, masks

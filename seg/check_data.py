@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 
 import seg.config  # noqa: F401  (registers the config resolvers)
 from seg.artifacts import write_json
-from seg.data.checks import blocking_problems, format_report
+from seg.data.checks import blocking_problems, check_splits, format_report
 from seg.errors import SegError, exit_on_user_error
 from seg.viz import save_class_histogram
 
@@ -26,7 +26,7 @@ def check_data(cfg: DictConfig, output_dir: Path) -> list[str]:
     """
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
-    reports = datamodule.check()
+    reports = check_splits(datamodule)
     names = datamodule.class_names
     for report in reports:
         print(format_report(report, names, datamodule.ignore_index), flush=True)

@@ -99,6 +99,11 @@ _CHECKS: list[tuple[str, Callable[[object], bool], str]] = [
     ("data.batch_size", _positive_int, "an integer >= 1"),
     ("data.num_workers", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),  # type: ignore[operator]
     ("data.num_classes", _positive_int, "an integer >= 1"),
+    (
+        "data.image_size",
+        lambda v: v is None or _positive_int(v),
+        "an integer >= 1 (any size: the U-Net pads)",
+    ),
     ("model.net.base_channels", _positive_int, "an integer >= 1"),
     ("model.optimizer.lr", _positive_number, "a positive number"),
     ("trainer.max_epochs", lambda v: v is None or v == -1 or _positive_int(v), "an integer >= 1"),
@@ -107,7 +112,8 @@ _CHECKS: list[tuple[str, Callable[[object], bool], str]] = [
 
 
 def _missing_keys(node: Any, prefix: str = "") -> list[str]:
-    """Dotted keys whose value is the mandatory marker ``???``, without resolving anything."""
+    """Dotted keys whose value is the mandatory marker ``???``, without resolving anything
+    (``OmegaConf.missing_keys`` resolves, and fails on a key that interpolates a missing one)."""
     if isinstance(node, dict):
         return [k for key, value in node.items() for k in _missing_keys(value, f"{prefix}{key}.")]
     if isinstance(node, list):
@@ -125,12 +131,6 @@ def validate_train_config(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if not ok(value):
             raise ConfigError(f"{key}={value!r} is not valid: expected {expected}")
-    size = cfg.data.get("image_size")
-    if size is not None and (not _positive_int(size) or size % 16):
-        raise ConfigError(
-            f"data.image_size={size!r} is not valid: expected a multiple of 16 (the U-Net halves the "
-            f"size four times), e.g. {max(16, 16 * round((size if isinstance(size, int) else 0) / 16))}"
-        )
     num_classes = cfg.data.num_classes
     names = cfg.data.get("class_names")
     if names is not None and len(names) != num_classes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -43,6 +44,12 @@ def compose_train(overrides: Sequence[str]) -> DictConfig:
     """``conf/train.yaml`` composed with ``overrides``, as the command line would."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(config_name="train", overrides=list(overrides))
+
+
+@functools.cache
+def synthetic_class_names() -> tuple[str, ...]:
+    """The class names of the default data, ``conf/data/synthetic.yaml``."""
+    return tuple(compose_train(["paths.output_dir=unused"]).data.class_names)
 
 
 @pytest.fixture(scope="session")

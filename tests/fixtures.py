@@ -12,7 +12,7 @@ import pytorch_lightning as pl
 import torch
 from PIL import Image
 
-from seg.data.synthetic import render_scene
+from seg.data.synthetic import TEXTURES, render_scene
 
 CITYSCAPES_PALETTE = [
     [128, 64, 128], [244, 35, 232], [70, 70, 70], [102, 102, 156], [190, 153, 153],
@@ -25,7 +25,7 @@ CITYSCAPES_PALETTE = [
 def label_map(seed: int, size: int = 64, num_classes: int = 3) -> np.ndarray:
     """A label map of overlapping shapes with classes ``0..num_classes-1``."""
     rng = np.random.default_rng(seed)
-    _, labels = render_scene(size, rng, max_shapes=6)
+    _, labels = render_scene(size, rng, list(TEXTURES.values()), max_shapes=6, noise=10.0)
     relabel = rng.integers(0, num_classes, size=labels.max() + 1)
     return relabel[labels].astype(np.uint8)
 

@@ -125,7 +125,7 @@ def test_bad_data(tmp_path: Path, make: Callable[[Path], None] | None, expected:
             "model.optimizer.lr=fast",
             "error: model.optimizer.lr='fast' is not valid: expected a positive number",
         ),
-        ("data.image_size=100", "error: data.image_size=100 is not valid: expected a multiple of 16"),
+        ("data.image_size=0", "error: data.image_size=0 is not valid: expected an integer >= 1"),
         ("model.net.num_classes=5", "error: model.net.num_classes=5 disagrees with data.num_classes=13"),
         ("data.batch_size=0", "error: data.batch_size=0 is not valid: expected an integer >= 1"),
     ],

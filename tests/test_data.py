@@ -1,41 +1,59 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from conftest import compose_train, synthetic_class_names
 from fixtures import CITYSCAPES_PALETTE, label_map, photo, write_folder, write_pairs
+from hydra.utils import instantiate
 from PIL import Image
 
-from seg.data.datamodule import SegmentationDataModule, SizeGroupedBatches
+from seg.data.checks import check_splits
+from seg.data.datamodule import SegmentationDataModule
 from seg.data.layouts import FolderLayout, SideBySideLayout
 from seg.data.masks import KMeansColours, MaskDecoder, majority_filter, nearest_colour
 from seg.data.reading import read_sample
 from seg.data.stats import median_frequency_from_masks
-from seg.data.synthetic import CLASS_NAMES, SyntheticScenes
+from seg.data.synthetic import SyntheticScenes, layout
 from seg.data.transforms import Pipeline
-from seg.errors import DataError
+from seg.errors import ConfigError, DataError, unwrapping_user_errors
 
-DEFAULT = FolderLayout(
-    {s: {"images": f"{s}/images", "masks": f"{s}/masks"} for s in ("train", "val", "test")}
-)
+DEFAULT = layout()
+
+
+def scenes(**values: Any) -> SyntheticScenes:
+    """The generator of ``conf/data/synthetic.yaml`` with ``values`` changed."""
+    return instantiate(compose_train(["paths.output_dir=unused"]).data.generator, **values)
+
+
+def datamodule(root: Path, *overrides: str, data: str = "folder") -> SegmentationDataModule:
+    """The data module of ``conf/data/<data>.yaml`` on ``root`` (3 classes for ``folder``), with
+    ``overrides``; derived data is cached in ``<root>/../cache``."""
+    folder = ["data.num_classes=3", "data.image_size=32"] if data == "folder" else []
+    cfg = compose_train(
+        [f"data={data}", f"data.root={root}", *folder, "data.num_workers=0", f"paths.data_dir={root.parent}",
+         "paths.output_dir=unused", *overrides]
+    )  # fmt: skip
+    return instantiate(cfg.data)
 
 
 # ----------------------------------------------------------------------------- synthetic data
 def test_synthetic_is_reproducible_and_independent_of_count(tmp_path: Path) -> None:
-    a = SyntheticScenes(num_train=3, num_val=1, num_test=0, image_size=32).build(tmp_path / "a")
-    b = SyntheticScenes(num_train=5, num_val=1, num_test=0, image_size=32).build(tmp_path / "b")
+    a = scenes(num_train=3, num_val=1, num_test=0, image_size=32).build(tmp_path / "a")
+    b = scenes(num_train=5, num_val=1, num_test=0, image_size=32).build(tmp_path / "b")
     for name in ("00000.png", "00002.png"):
         for sub in ("images", "masks"):
             assert (a / "train" / sub / name).read_bytes() == (b / "train" / sub / name).read_bytes()
-    c = SyntheticScenes(num_train=3, num_val=1, num_test=0, image_size=32, seed=1).build(tmp_path / "a")
+    c = scenes(num_train=3, num_val=1, num_test=0, image_size=32, seed=1).build(tmp_path / "a")
     assert c != a
     assert (c / "train/images/00000.png").read_bytes() != (a / "train/images/00000.png").read_bytes()
 
 
 def test_synthetic_scenes_use_every_class_and_colour_does_not_give_them_away(tmp_path: Path) -> None:
-    root = SyntheticScenes(num_train=40, num_val=0, num_test=0, image_size=64).build(tmp_path)
+    root = scenes(num_train=40, num_val=0, num_test=0, image_size=64).build(tmp_path)
     seen: set[int] = set()
     colours: dict[int, list[np.ndarray]] = {}
     for i in range(40):
@@ -44,14 +62,24 @@ def test_synthetic_scenes_use_every_class_and_colour_does_not_give_them_away(tmp
         for cls in np.unique(mask):
             seen.add(int(cls))
             colours.setdefault(int(cls), []).append(image[mask == cls].mean(0))
-    assert seen == set(range(len(CLASS_NAMES)))
+    assert seen == set(range(len(synthetic_class_names())))
     # The mean colour of one class varies a lot from shape to shape.
     spread = [np.std(np.stack(c), axis=0).mean() for k, c in colours.items() if k > 0 and len(c) > 3]
     assert min(spread) > 20
 
 
+def test_synthetic_classes_are_chosen_by_name(tmp_path: Path) -> None:
+    gen = scenes(num_train=10, num_val=0, num_test=0, image_size=32, class_names=["background", "dots"])
+    masks = (gen.build(tmp_path) / "train/masks").iterdir()
+    labels = {int(v) for p in masks for v in np.unique(np.asarray(Image.open(p)))}
+    assert labels == {0, 1}
+    message = r"data\.class_names=\['background', 'spots'\] cannot be generated"
+    with pytest.raises(ConfigError, match=message), unwrapping_user_errors():
+        scenes(class_names=["background", "spots"])
+
+
 def test_build_is_reused_and_leaves_no_temporary_folders(tmp_path: Path) -> None:
-    gen = SyntheticScenes(num_train=2, num_val=1, num_test=1, image_size=32)
+    gen = scenes(num_train=2, num_val=1, num_test=1, image_size=32)
     root = gen.build(tmp_path)
     stamp = (root / "spec.json").stat().st_mtime_ns
     assert gen.build(tmp_path) == root
@@ -240,8 +268,8 @@ def test_resize_never_blends_labels() -> None:
 
 # ----------------------------------------------------------------------------- datamodule
 def test_datamodule_batches(tmp_path: Path) -> None:
-    write_folder(tmp_path, {"train": 5, "val": 3}, size=32)
-    dm = SegmentationDataModule(root=tmp_path, num_classes=3, batch_size=2, num_workers=0)
+    write_folder(tmp_path / "ds", {"train": 5, "val": 3}, size=32)
+    dm = datamodule(tmp_path / "ds", "data.batch_size=2")
     dm.setup("fit")
     images, masks = next(iter(dm.train_dataloader()))
     assert images.shape == (2, 3, 32, 32) and images.dtype == torch.uint8
@@ -253,8 +281,7 @@ def test_datamodule_batches(tmp_path: Path) -> None:
 
 
 def test_missing_root_says_what_layout_is_expected(tmp_path: Path) -> None:
-    layout = FolderLayout({"train": {"images": "train", "masks": "trainannot"}})
-    dm = SegmentationDataModule(root=tmp_path / "nowhere", num_classes=2, layout=layout)
+    dm = datamodule(tmp_path / "nowhere", data="camvid")
     with pytest.raises(
         DataError,
         match=r"data.root .*nowhere does not exist: expected <root>/train/ with masks in <root>/trainannot/",
@@ -263,18 +290,16 @@ def test_missing_root_says_what_layout_is_expected(tmp_path: Path) -> None:
 
 
 def test_missing_val_split_suggests_val_fraction(tmp_path: Path) -> None:
-    write_folder(tmp_path, {"train": 4}, size=32)
+    write_folder(tmp_path / "ds", {"train": 4}, size=32)
     with pytest.raises(DataError, match=r"data\.val_fraction"):
-        SegmentationDataModule(root=tmp_path, num_classes=3, num_workers=0).setup("fit")
+        datamodule(tmp_path / "ds").setup("fit")
 
 
 def test_val_fraction_holds_out_part_of_train_reproducibly(tmp_path: Path) -> None:
-    write_folder(tmp_path, {"train": 10}, size=32)
+    write_folder(tmp_path / "ds", {"train": 10}, size=32)
 
     def split(seed: int) -> tuple[set[str], set[str]]:
-        dm = SegmentationDataModule(
-            root=tmp_path, num_classes=3, val_fraction=0.3, split_seed=seed, num_workers=0
-        )
+        dm = datamodule(tmp_path / "ds", "data.val_fraction=0.3", f"data.split_seed={seed}")
         dm.setup("fit")
         names = {k: {s.image.name for s in dm.datasets[k].samples} for k in ("train", "val")}
         return names["train"], names["val"]
@@ -286,26 +311,25 @@ def test_val_fraction_holds_out_part_of_train_reproducibly(tmp_path: Path) -> No
 
 
 def test_first_data_problem_stops_setup_with_the_file_name(tmp_path: Path) -> None:
-    write_folder(tmp_path, {"train": 2, "val": 1}, size=32)
-    Image.new("RGB", (32, 32)).save(tmp_path / "val/images/extra.png")
-    dm = SegmentationDataModule(root=tmp_path, num_classes=3, num_workers=0)
+    write_folder(tmp_path / "ds", {"train": 2, "val": 1}, size=32)
+    Image.new("RGB", (32, 32)).save(tmp_path / "ds/val/images/extra.png")
     with pytest.raises(DataError, match=r"image .*val/images/extra\.png has no mask"):
-        dm.setup("fit")
+        datamodule(tmp_path / "ds").setup("fit")
 
 
 def test_eval_batches_group_full_frames_by_size(tmp_path: Path) -> None:
-    write_folder(tmp_path, {"train": 2}, size=32)
-    write_folder(tmp_path, {"val": 3}, size=48)
+    root = tmp_path / "ds"
+    write_folder(root, {"train": 2}, size=32)
+    write_folder(root, {"val": 3}, size=48)
     write_folder(tmp_path / "more", {"val": 2}, size=64)
     for p in (tmp_path / "more/val/images").iterdir():
-        p.rename(tmp_path / "val/images" / f"x{p.name}")
+        p.rename(root / "val/images" / f"x{p.name}")
     for p in (tmp_path / "more/val/masks").iterdir():
-        p.rename(tmp_path / "val/masks" / f"x{p.name}")
-    dm = SegmentationDataModule(root=tmp_path, num_classes=3, batch_size=4, num_workers=0)
+        p.rename(root / "val/masks" / f"x{p.name}")
+    dm = datamodule(root, "data.batch_size=4")
     dm.setup("fit")
     shapes = sorted(tuple(masks.shape) for _, masks in dm.val_dataloader())
     assert shapes == [(2, 64, 64), (3, 48, 48)]
-    assert SizeGroupedBatches([(1, 1), (2, 2), (1, 1)], 1).batches == [[0], [2], [1]]
 
 
 def test_median_frequency_weights_by_hand(tmp_path: Path) -> None:
@@ -318,22 +342,45 @@ def test_median_frequency_weights_by_hand(tmp_path: Path) -> None:
 
 def test_datamodule_caches_class_weights(tmp_path: Path) -> None:
     write_folder(tmp_path / "ds", {"train": 4, "val": 1}, size=32)
-    dm = SegmentationDataModule(
-        root=tmp_path / "ds", num_classes=3, num_workers=0, cache_dir=tmp_path / "cache"
-    )
+    dm = datamodule(tmp_path / "ds")
     dm.setup("fit")
     weights = dm.median_frequency_weights()
     assert len(weights) == 3 and all(w > 0 for w in weights)
+    assert dm.cache_dir == tmp_path / "cache"
     assert len(list((tmp_path / "cache").glob("median-frequency-*.json"))) == 1
+    dm.datasets["train"].read = lambda i: pytest.fail("recomputed instead of reading the cache")
     assert dm.median_frequency_weights() == weights
 
 
+def test_without_the_image_cache_batches_and_class_weights_are_the_same(tmp_path: Path) -> None:
+    """``data.cache=false`` reads every file when it is needed instead of once at setup: nothing
+    is kept in memory, and what training sees is unchanged."""
+    write_folder(tmp_path / "ds", {"train": 6, "val": 3}, size=32)
+    loaded = {}
+    for cache in ("true", "false"):
+        # Each computes the class weights itself, in its own cache folder.
+        cache_dir = f"data.cache_dir={tmp_path / f'weights-{cache}'}"
+        dm = datamodule(tmp_path / "ds", f"data.cache={cache}", "data.batch_size=2", cache_dir)
+        dm.setup("fit")
+        assert (dm.datasets["train"]._cache is None) == (cache == "false")
+        loaded[cache] = (
+            list(dm.train_dataloader()),
+            list(dm.val_dataloader()),
+            dm.median_frequency_weights(),
+        )
+    (cached_train, cached_val, cached_weights), (train, val, weights) = loaded["true"], loaded["false"]
+    assert len(train) == 3 and len(val) == 2
+    for (a_image, a_mask), (b_image, b_mask) in zip(cached_train + cached_val, train + val, strict=True):
+        assert torch.equal(a_image, b_image) and torch.equal(a_mask, b_mask)
+    assert weights == cached_weights
+
+
 def test_check_reports_every_problem(tmp_path: Path) -> None:
-    write_folder(tmp_path, {"train": 3, "val": 2}, size=32)
-    (tmp_path / "train/images/001.png").write_bytes(b"")
-    Image.fromarray(np.full((32, 32), 9, dtype=np.uint8)).save(tmp_path / "val/masks/000.png")
-    Image.new("L", (32, 32)).save(tmp_path / "val/masks/stray.png")
-    reports = {r.split: r for r in SegmentationDataModule(root=tmp_path, num_classes=3).check()}
+    root = write_folder(tmp_path / "ds", {"train": 3, "val": 2}, size=32)
+    (root / "train/images/001.png").write_bytes(b"")
+    Image.fromarray(np.full((32, 32), 9, dtype=np.uint8)).save(root / "val/masks/000.png")
+    Image.new("L", (32, 32)).save(root / "val/masks/stray.png")
+    reports = {r.split: r for r in check_splits(datamodule(root))}
     assert reports["train"].samples == 3 and reports["val"].samples == 2
     kinds = sorted((r.split, p.kind, p.path.name) for r in reports.values() for p in r.problems)
     assert kinds == [
@@ -346,12 +393,8 @@ def test_check_reports_every_problem(tmp_path: Path) -> None:
 
 
 def test_cityscapes_pairs_datamodule(tmp_path: Path) -> None:
-    write_pairs(tmp_path, {"train": 3, "val": 2}, size=64)
-    layout = SideBySideLayout({"train": "train", "val": "val"})
-    decoder = MaskDecoder(19, 255, CITYSCAPES_PALETTE)
-    dm = SegmentationDataModule(
-        root=tmp_path, num_classes=19, ignore_index=255, layout=layout, decoder=decoder, num_workers=0
-    )
+    write_pairs(tmp_path / "pairs", {"train": 3, "val": 2}, size=64)
+    dm = datamodule(tmp_path / "pairs", data="cityscapes_pairs")
     dm.setup("fit")
     images, masks = next(iter(dm.val_dataloader()))
     assert images.shape == (2, 3, 64, 64) and masks.shape == (2, 64, 64)
@@ -360,3 +403,17 @@ def test_cityscapes_pairs_datamodule(tmp_path: Path) -> None:
 
 def test_photo_fixture_is_deterministic() -> None:
     assert (photo(1) == photo(1)).all()
+
+
+@pytest.mark.slow
+def test_a_run_reads_files_as_needed_at_a_size_the_unet_pads(make_cfg: Any) -> None:
+    """``data.cache=false`` trains as well as the default, and 40 px (not a multiple of 16) is a
+    valid size: the U-Net pads it."""
+    from seg.run import train
+
+    cfg = make_cfg(
+        "data.cache=false", "data.image_size=40", "data.generator.num_train=32", "trainer.max_epochs=2"
+    )
+    metrics = train(cfg)
+    assert metrics["status"] == "finished" and len(metrics["epochs"]) == 2
+    assert 0 < metrics["test"]["test/dice"] <= 1

@@ -7,13 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CONF_DIR, TINY, run_cli
+from conftest import CONF_DIR, TINY, run_cli, synthetic_class_names
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from seg.data.synthetic import CLASS_NAMES
 from seg.errors import SegError
 from seg.evaluation import evaluate
+
+CLASS_NAMES = synthetic_class_names()
 
 
 def _eval_cfg(*overrides: str) -> Any:

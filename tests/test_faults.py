@@ -146,7 +146,8 @@ def test_a_failed_model_export_leaves_the_old_model(tmp_path: Path, monkeypatch:
 def test_two_processes_building_the_same_cache(tmp_path: Path) -> None:
     code = (
         "import sys; from seg.data.synthetic import SyntheticScenes; "
-        "print(SyntheticScenes(num_train=300, num_val=10, num_test=0, image_size=64).build(sys.argv[1]))"
+        "print(SyntheticScenes(num_train=300, num_val=10, num_test=0, image_size=64, max_shapes=5, "
+        "noise=10.0, seed=0, class_names=['background', 'flat', 'dots']).build(sys.argv[1]))"
     )
     env = cli_environ()
     processes = [

@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import synthetic_class_names
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from seg.data.synthetic import CLASS_NAMES
 from seg.errors import SegError
 from seg.metrics import metric_key
 
+CLASS_NAMES = synthetic_class_names()
 PER_CLASS = [f"val/dice/{metric_key(name)}" for name in CLASS_NAMES]
 
 

@@ -11,11 +11,13 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import synthetic_class_names
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from seg.data.synthetic import CLASS_NAMES
 from seg.metrics import build_metrics, summarize
 from seg.module import SegmentationModule
+
+CLASS_NAMES = synthetic_class_names()
 
 
 def _val_batches(run: dict[str, Any]) -> list[tuple[torch.Tensor, torch.Tensor]]:

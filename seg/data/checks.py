@@ -1,10 +1,65 @@
-"""Dataset reports for ``seg.check_data``: tables a person reads, and whether training can start."""
+"""Dataset checks for ``seg.check_data``: read every file, report what was found as tables a
+person reads, and say whether training can start."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from seg.data.datamodule import SplitReport
+import numpy as np
+
+from seg.data.layouts import Problem
+from seg.data.reading import read_sample
+from seg.data.stats import class_histogram
+from seg.errors import DataError
+
+if TYPE_CHECKING:
+    from seg.data.datamodule import SegmentationDataModule
+
+
+@dataclass
+class SplitReport:
+    """What ``check_splits`` found in one split: sizes, class histogram and problems."""
+
+    split: str
+    samples: int = 0
+    sizes: Counter[tuple[int, int]] = field(default_factory=Counter)
+    pixels: np.ndarray | None = None
+    images: np.ndarray | None = None
+    ignored: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+
+def check_splits(data: SegmentationDataModule) -> list[SplitReport]:
+    """Read every file of every split of ``data`` and report sizes, class histograms and all
+    problems, instead of stopping at the first as training does."""
+    found, problems = data.samples()
+    reports = {split: SplitReport(split, problems=list(problems.get(split, []))) for split in found}
+    try:
+        data.decoder.prepare(found.get("train", []), data.read_raw_mask, data.cache_dir)
+    except DataError as e:
+        reports["train"].problems.append(Problem("decoder", data.root, str(e)))
+        return list(reports.values())
+    for split, samples in found.items():
+        report = reports[split]
+        report.samples = len(samples)
+        report.pixels = np.zeros(data.num_classes, dtype=np.int64)
+        report.images = np.zeros(data.num_classes, dtype=np.int64)
+        for sample in samples:
+            try:
+                image, raw = read_sample(sample, data.in_channels)
+                mask = data.decoder(raw, sample.mask or sample.image)
+            except DataError as e:
+                report.problems.append(Problem("unreadable or invalid", sample.mask or sample.image, str(e)))
+                continue
+            report.sizes[(image.shape[1], image.shape[0])] += 1
+            pixels, images, ignored = class_histogram([mask], data.num_classes, data.ignore_index)
+            report.pixels += pixels
+            report.images += images
+            report.ignored += ignored
+    return list(reports.values())
 
 
 def format_report(report: SplitReport, class_names: Sequence[str], ignore_index: int | None) -> str:

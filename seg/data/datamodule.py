@@ -2,27 +2,22 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import signal
-from collections import Counter
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
-from lightning_fabric.utilities.seed import pl_worker_init_function
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 
-from seg.artifacts import write_json
+from seg.data.cache import cached_json
 from seg.data.dataset import SegmentationDataset
 from seg.data.layouts import FolderLayout, Problem, Sample, SideBySideLayout
 from seg.data.masks import MaskDecoder
 from seg.data.reading import image_size, read_sample
-from seg.data.stats import class_histogram, median_frequency_from_masks
+from seg.data.sampling import ResumableLoader, SeededSampler, SizeGroupedBatches, init_worker
+from seg.data.stats import median_frequency_from_masks
 from seg.data.synthetic import SyntheticScenes
 from seg.data.transforms import Pipeline
 from seg.errors import DataError
@@ -31,137 +26,25 @@ from seg.viz import default_palette
 SPLITS = ("train", "val", "test")
 
 
-@dataclass
-class SplitReport:
-    """What ``check`` found in one split: sizes, class histogram and problems."""
-
-    split: str
-    samples: int = 0
-    sizes: Counter[tuple[int, int]] = field(default_factory=Counter)
-    pixels: np.ndarray | None = None
-    images: np.ndarray | None = None
-    ignored: int = 0
-    problems: list[Problem] = field(default_factory=list)
-
-
-class SizeGroupedBatches(Sampler[list[int]]):
-    """Evaluation batches of equally sized images, so full frames of mixed sizes need no padding.
-
-    With ``num_replicas > 1`` each rank takes every ``num_replicas``-th batch: every image is
-    evaluated exactly once across ranks (no padding, no duplicates), so metrics synchronised
-    across ranks equal those of a single process.
-    """
-
-    def __init__(
-        self, sizes: Sequence[tuple[int, int]], batch_size: int, num_replicas: int = 1, rank: int = 0
-    ) -> None:
-        groups: dict[tuple[int, int], list[int]] = {}
-        for index, size in enumerate(sizes):
-            groups.setdefault(size, []).append(index)
-        batches = [
-            indices[i : i + batch_size] for indices in groups.values() for i in range(0, len(indices), batch_size)
-        ]
-        self.batches = batches[rank::num_replicas]
-
-    def __iter__(self) -> Iterator[list[int]]:
-        return iter(self.batches)
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-
-class SeededSampler(Sampler[tuple[int, int]]):
-    """Training order and augmentation seeds that depend on ``(seed, epoch)`` alone.
-
-    Yields ``(index, augmentation seed)``. A run resumed from a checkpoint therefore sees the
-    same images in the same order with the same augmentations as a run never stopped, whatever
-    the number of dataloader workers. With ``num_replicas > 1`` each rank takes every
-    ``num_replicas``-th item (the epoch is padded to a multiple of ``num_replicas``).
-    """
-
-    def __init__(self, size: int, seed: int = 0, num_replicas: int = 1, rank: int = 0) -> None:
-        self.size = size
-        self.seed = seed
-        self.num_replicas = num_replicas
-        self.rank = rank
-        self.epoch = 0
-        self.start = 0  # items of this epoch already consumed (set when resuming mid-epoch)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Called by Lightning at the start of every epoch."""
-        if epoch != self.epoch:
-            self.start = 0
-        self.epoch = epoch
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        rng = np.random.default_rng([self.seed, self.epoch])
-        order = rng.permutation(self.size)
-        seeds = rng.integers(0, 2**31 - 1, size=self.size)
-        per_rank = -(-self.size // self.num_replicas)
-        padded = np.resize(np.arange(self.size), per_rank * self.num_replicas)  # repeats the start
-        start, self.start = self.start, 0
-        for position in padded[self.rank :: self.num_replicas][start:]:
-            yield int(order[position]), int(seeds[position])
-
-    def __len__(self) -> int:
-        return -(-self.size // self.num_replicas)
-
-
-def init_worker(worker_id: int) -> None:
-    """Dataloader workers leave Ctrl-C and SIGTERM to the training process, which stops cleanly
-    and shuts them down; then Lightning's per-worker seeding."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    pl_worker_init_function(worker_id)
-
-
-class ResumableLoader(DataLoader):
-    """A training DataLoader that checkpoints where it is in the epoch.
-
-    Lightning saves ``state_dict()`` in every checkpoint and, when a run resumes in the middle
-    of an epoch, calls ``load_state_dict``: the next epoch iterator then starts after the
-    batches already trained on, in the same order, so a resumed run sees exactly the data an
-    uninterrupted one would.
-
-    Lightning swaps the sampler for a sequential one when overfitting (``trainer.overfit_batches``);
-    the loader then always starts at the beginning.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._batches = 0
-
-    def __iter__(self) -> Iterator[Any]:
-        self._batches = getattr(self.sampler, "start", 0) // (self.batch_size or 1)
-        for batch in super().__iter__():
-            self._batches += 1
-            yield batch
-
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": getattr(self.sampler, "epoch", 0), "batches": self._batches}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        if isinstance(self.sampler, SeededSampler):
-            self.sampler.epoch = int(state["epoch"])
-            self.sampler.start = int(state["batches"]) * (self.batch_size or 1)
-
-
 class SegmentationDataModule(pl.LightningDataModule):
     """Train/val/test dataloaders for a dataset described by a layout and a mask decoder.
+
+    Every argument but ``generator`` is required: their defaults are the data configs
+    (``conf/data/_loader.yaml`` and each dataset's file), and nowhere else.
 
     Args:
         root: dataset folder; for generated data, the cache folder it is written into.
         num_classes: number of classes (the model and metrics read it from the data config).
-        class_names: one name per class, used in metric names; ``class_<i>`` when omitted.
+        class_names: one name per class, used in metric names; ``class_<i>`` when ``None``.
         ignore_index: mask value excluded from loss and metrics, or ``None``.
         palette: one ``[r, g, b]`` per class, to decode colour masks and to draw predictions.
-        layout: where images and masks are (default: ``<root>/<split>/{images,masks}``).
-        decoder: turns mask files into class indices (default: ``MaskDecoder``).
+        layout: where images and masks are.
+        decoder: turns mask files into class indices.
         mean: per-channel mean of the images in ``[0, 1]`` units (the model normalises with it).
         std: per-channel standard deviation of the images in ``[0, 1]`` units.
         image_size: side of the square training images or crops; the transform configs refer to it.
         batch_size: images per training batch.
-        eval_batch_size: images per validation/test batch (default: ``batch_size``).
+        eval_batch_size: images per validation/test batch (``None``: ``batch_size``).
         num_workers: dataloader worker processes (0 loads in the training process).
         pin_memory: page-locked batches for faster GPU copies; ``None`` pins when CUDA is used.
         persistent_workers: keep workers alive between epochs.
@@ -178,29 +61,30 @@ class SegmentationDataModule(pl.LightningDataModule):
 
     def __init__(
         self,
+        *,
         root: str | os.PathLike[str],
         num_classes: int,
-        class_names: Sequence[str] | None = None,
-        ignore_index: int | None = None,
-        palette: Sequence[Sequence[int]] | None = None,
-        layout: FolderLayout | SideBySideLayout | None = None,
-        decoder: MaskDecoder | None = None,
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
-        image_size: int | None = None,
-        batch_size: int = 16,
-        eval_batch_size: int | None = None,
-        num_workers: int = 2,
-        pin_memory: bool | None = None,
-        persistent_workers: bool = True,
-        train_transforms: Sequence[Any] | None = None,
-        eval_transforms: Sequence[Any] | None = None,
-        in_channels: int = 3,
-        cache: bool = True,
-        val_fraction: float | None = None,
-        split_seed: int = 0,
-        seed: int = 0,
-        cache_dir: str | os.PathLike[str] | None = None,
+        class_names: Sequence[str] | None,
+        ignore_index: int | None,
+        palette: Sequence[Sequence[int]] | None,
+        layout: FolderLayout | SideBySideLayout,
+        decoder: MaskDecoder,
+        mean: Sequence[float] | None,
+        std: Sequence[float] | None,
+        image_size: int | None,
+        batch_size: int,
+        eval_batch_size: int | None,
+        num_workers: int,
+        pin_memory: bool | None,
+        persistent_workers: bool,
+        train_transforms: Sequence[Any],
+        eval_transforms: Sequence[Any],
+        in_channels: int,
+        cache: bool,
+        val_fraction: float | None,
+        split_seed: int,
+        seed: int,
+        cache_dir: str | os.PathLike[str],
         generator: SyntheticScenes | None = None,
     ) -> None:
         super().__init__()
@@ -209,8 +93,8 @@ class SegmentationDataModule(pl.LightningDataModule):
         self.num_classes = num_classes
         self.class_names = list(class_names) if class_names else [f"class_{i}" for i in range(num_classes)]
         self.ignore_index = ignore_index
-        self.layout = layout or FolderLayout({s: {"images": f"{s}/images", "masks": f"{s}/masks"} for s in SPLITS})
-        self.decoder = decoder or MaskDecoder(num_classes, ignore_index, palette)
+        self.layout = layout
+        self.decoder = decoder
         self._palette = [list(map(int, c)) for c in palette] if palette is not None else None
         self.mean, self.std = mean, std
         self.image_size = image_size
@@ -228,7 +112,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         self.val_fraction = val_fraction
         self.split_seed = split_seed
         self.seed = seed
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else self.root / ".seg-cache"
+        self.cache_dir = Path(cache_dir)
         self.datasets: dict[str, SegmentationDataset] = {}
         self._samples: dict[str, list[Sample]] | None = None
 
@@ -288,11 +172,12 @@ class SegmentationDataModule(pl.LightningDataModule):
                     f"no validation split: expected {self.layout.describe('val')}, or set "
                     "data.val_fraction=0.1 to hold out part of train"
                 )
-            self.decoder.prepare(found["train"], self._read_raw_mask, self.cache_dir)
+            self.decoder.prepare(found["train"], self.read_raw_mask, self.cache_dir)
             self._samples = found
         return self._samples
 
-    def _read_raw_mask(self, sample: Sample) -> np.ndarray:
+    def read_raw_mask(self, sample: Sample) -> np.ndarray:
+        """The mask of ``sample`` as stored, before decoding (what decoders are fitted on)."""
         return read_sample(sample, self.in_channels)[1]
 
     def _dataset(self, split: str) -> SegmentationDataset:
@@ -367,42 +252,12 @@ class SegmentationDataModule(pl.LightningDataModule):
     def median_frequency_weights(self) -> list[float]:
         """SegNet-style class weights from the training masks, computed once and cached."""
         dataset = self._dataset("train")
-        key = json.dumps(
-            [str(self.root.resolve()), [str(s.image) for s in dataset.samples], repr(self.decoder),
-             self.decoder.palette, self.num_classes, self.ignore_index]
-        )
-        cache = self.cache_dir / f"median-frequency-{hashlib.sha1(key.encode()).hexdigest()[:12]}.json"
-        if cache.is_file():
-            return json.loads(cache.read_text())["weights"]
-        masks = (dataset.read(i)[1] for i in range(len(dataset)))
-        weights = median_frequency_from_masks(masks, self.num_classes, self.ignore_index)
-        write_json(cache, {"weights": weights, "class_names": self.class_names})
-        return weights
+        key = [str(self.root.resolve()), [str(s.image) for s in dataset.samples], repr(self.decoder),
+               self.decoder.palette, self.num_classes, self.ignore_index]  # fmt: skip
 
-    def check(self) -> list[SplitReport]:
-        """Read every file of every split and report sizes, class histograms and all problems."""
-        found, problems = self.samples()
-        reports = {split: SplitReport(split, problems=list(problems.get(split, []))) for split in found}
-        try:
-            self.decoder.prepare(found.get("train", []), self._read_raw_mask, self.cache_dir)
-        except DataError as e:
-            reports["train"].problems.append(Problem("decoder", self.root, str(e)))
-            return list(reports.values())
-        for split, samples in found.items():
-            report = reports[split]
-            report.samples = len(samples)
-            report.pixels = np.zeros(self.num_classes, dtype=np.int64)
-            report.images = np.zeros(self.num_classes, dtype=np.int64)
-            for sample in samples:
-                try:
-                    image, raw = read_sample(sample, self.in_channels)
-                    mask = self.decoder(raw, sample.mask or sample.image)
-                except DataError as e:
-                    report.problems.append(Problem("unreadable or invalid", sample.mask or sample.image, str(e)))
-                    continue
-                report.sizes[(image.shape[1], image.shape[0])] += 1
-                pixels, images, ignored = class_histogram([mask], self.num_classes, self.ignore_index)
-                report.pixels += pixels
-                report.images += images
-                report.ignored += ignored
-        return list(reports.values())
+        def compute() -> dict[str, Any]:
+            masks = (dataset.read(i)[1] for i in range(len(dataset)))
+            weights = median_frequency_from_masks(masks, self.num_classes, self.ignore_index)
+            return {"weights": weights, "class_names": self.class_names}
+
+        return cached_json(self.cache_dir, "median-frequency", key, compute)["weights"]

@@ -7,15 +7,14 @@ palette colour. ``KMeansColours`` finds the classes itself, as k colour clusters
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from seg.artifacts import write_json
+from seg.data.cache import cached_json
 from seg.data.layouts import Sample
 from seg.errors import DataError
 
@@ -202,11 +201,10 @@ class KMeansColours(MaskDecoder):
         if self.palette is not None:
             return
         names = "\n".join(str(s.image.resolve()) for s in samples)
-        key = json.dumps([names, self.num_classes, self.seed, self.max_images, self.pixels_per_image])
-        cache = cache_dir / f"kmeans-{hashlib.sha1(key.encode()).hexdigest()[:12]}.json"
-        if cache.is_file():
-            self.set_palette(json.loads(cache.read_text())["centres"])
-            return
+        key = [names, self.num_classes, self.seed, self.max_images, self.pixels_per_image]
+        self.set_palette(cached_json(cache_dir, "kmeans", key, lambda: self._fit(samples, read))["centres"])
+
+    def _fit(self, samples: Sequence[Sample], read: Callable[[Sample], np.ndarray]) -> dict[str, Any]:
         rng = np.random.default_rng(self.seed)
         picked = rng.permutation(len(samples))[: self.max_images]
         pixels = []
@@ -215,8 +213,7 @@ class KMeansColours(MaskDecoder):
             pixels.append(raw[rng.integers(len(raw), size=self.pixels_per_image)])
         log.info("Fitting %d colour clusters on %d training masks", self.num_classes, len(picked))
         centres = kmeans(np.concatenate(pixels), self.num_classes, self.seed).round().astype(int)
-        self.set_palette(centres.tolist())
-        write_json(cache, {"centres": self.palette, "seed": self.seed, "images": len(picked)})
+        return {"centres": centres.tolist(), "seed": self.seed, "images": len(picked)}
 
     def __call__(self, raw: np.ndarray, path: Path) -> np.ndarray:
         if raw.ndim != 3:

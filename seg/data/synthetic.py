@@ -13,33 +13,19 @@ The generator writes the generic folder layout (``<split>/images/*.png`` and
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-#: Class names, index = label value. Flips and 90-degree rotations keep every class a class.
-CLASS_NAMES: tuple[str, ...] = (
-    "background",
-    "flat",
-    "thin_stripes",
-    "wide_stripes",
-    "small_checks",
-    "large_checks",
-    "dots",
-    "rings",
-    "grid",
-    "bricks",
-    "speckle",
-    "waves",
-    "crosshatch",
-)
+from seg.data.cache import fingerprint
+from seg.data.layouts import FolderLayout
+from seg.errors import ConfigError
 
 #: Bump when the generator's output changes, so old caches are not reused.
 GENERATOR_VERSION = 1
@@ -118,21 +104,29 @@ def _crosshatch(x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> np.nd
     return (a | b).astype(np.float32)
 
 
-_TEXTURES: tuple[Texture, ...] = (
-    _flat,
-    _stripes((3.5, 4.5)),
-    _stripes((10.0, 13.0)),
-    _checks((3.0, 4.0)),
-    _checks((8.0, 10.0)),
-    _dots,
-    _rings,
-    _grid,
-    _bricks,
-    _speckle,
-    _waves,
-    _crosshatch,
-)
-assert len(_TEXTURES) == len(CLASS_NAMES) - 1
+#: What the generator can paint, by class name. Class 0 is always ``background``; the data config
+#: (``conf/data/synthetic.yaml``) chooses the other classes by name, in label order. Flips and
+#: 90-degree rotations keep every texture the same texture.
+TEXTURES: dict[str, Texture] = {
+    "flat": _flat,
+    "thin_stripes": _stripes((3.5, 4.5)),
+    "wide_stripes": _stripes((10.0, 13.0)),
+    "small_checks": _checks((3.0, 4.0)),
+    "large_checks": _checks((8.0, 10.0)),
+    "dots": _dots,
+    "rings": _rings,
+    "grid": _grid,
+    "bricks": _bricks,
+    "speckle": _speckle,
+    "waves": _waves,
+    "crosshatch": _crosshatch,
+}
+BACKGROUND = "background"
+
+
+def layout() -> FolderLayout:
+    """Where ``SyntheticScenes.build`` writes images and masks, for the loader to read them back."""
+    return FolderLayout({split: {"images": f"{split}/images", "masks": f"{split}/masks"} for split in _SPLIT_IDS})
 
 
 def _shape_mask(x: np.ndarray, y: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -162,9 +156,10 @@ def _two_colours(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
 
 
 def render_scene(
-    size: int, rng: np.random.Generator, max_shapes: int = 5, noise: float = 10.0
+    size: int, rng: np.random.Generator, textures: Sequence[Texture], max_shapes: int, noise: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Render one ``(size, size, 3)`` uint8 image and its ``(size, size)`` uint8 label map."""
+    """Render one ``(size, size, 3)`` uint8 image and its ``(size, size)`` uint8 label map, whose
+    class ``i >= 1`` is painted with ``textures[i - 1]``."""
     y, x = np.mgrid[0:size, 0:size].astype(np.float32)
     coarse = rng.uniform(0, 255, size=(4, 4, 3)).astype(np.uint8)
     background = Image.fromarray(coarse).resize((size, size), Image.Resampling.BICUBIC)
@@ -174,8 +169,8 @@ def render_scene(
         mask = _shape_mask(x, y, size, rng)
         if not mask.any():
             continue
-        cls = int(rng.integers(1, len(CLASS_NAMES)))
-        pattern = _TEXTURES[cls - 1](x, y, rng)[..., None]
+        cls = int(rng.integers(1, len(textures) + 1))
+        pattern = textures[cls - 1](x, y, rng)[..., None]
         a, b = _two_colours(rng)
         image[mask] = ((1 - pattern) * a + pattern * b)[mask]
         label[mask] = cls
@@ -186,6 +181,8 @@ def render_scene(
 class SyntheticScenes:
     """Writes a seeded synthetic dataset in the folder layout, once, and reuses it.
 
+    The values are set in ``conf/data/synthetic.yaml``.
+
     Args:
         num_train: training images.
         num_val: validation images.
@@ -194,23 +191,35 @@ class SyntheticScenes:
         max_shapes: at most this many shapes per image (at least two).
         noise: standard deviation of the Gaussian pixel noise, in 0..255 units.
         seed: base seed; image ``i`` of a split depends only on ``(seed, split, i)``.
+        class_names: ``background``, then names from ``TEXTURES``; label ``i`` is class ``i``.
     """
 
     def __init__(
         self,
-        num_train: int = 800,
-        num_val: int = 100,
-        num_test: int = 100,
-        image_size: int = 128,
-        max_shapes: int = 5,
-        noise: float = 10.0,
-        seed: int = 0,
+        *,
+        num_train: int,
+        num_val: int,
+        num_test: int,
+        image_size: int,
+        max_shapes: int,
+        noise: float,
+        seed: int,
+        class_names: Sequence[str],
     ) -> None:
+        names = list(class_names)
+        unknown = [name for name in names[1:] if name not in TEXTURES]
+        if not names or names[0] != BACKGROUND or unknown:
+            raise ConfigError(
+                f"data.class_names={names} cannot be generated: the synthetic classes are {BACKGROUND} "
+                f"first, then any of {', '.join(TEXTURES)}"
+            )
         self.counts = {"train": num_train, "val": num_val, "test": num_test}
         self.image_size = image_size
         self.max_shapes = max_shapes
         self.noise = noise
         self.seed = seed
+        self.class_names = names
+        self.textures = [TEXTURES[name] for name in names[1:]]
 
     def spec(self) -> dict[str, object]:
         """Everything that determines the generated files."""
@@ -221,12 +230,12 @@ class SyntheticScenes:
             "max_shapes": self.max_shapes,
             "noise": self.noise,
             "seed": self.seed,
+            "class_names": self.class_names,
         }
 
     def path(self, cache_dir: str | os.PathLike[str]) -> Path:
         """The folder this dataset lives in: a fingerprint of its spec under ``cache_dir``."""
-        digest = hashlib.sha1(json.dumps(self.spec(), sort_keys=True).encode()).hexdigest()
-        return Path(cache_dir) / f"synthetic-{digest[:10]}"
+        return Path(cache_dir) / f"synthetic-{fingerprint(self.spec(), length=10)}"
 
     def build(self, cache_dir: str | os.PathLike[str]) -> Path:
         """Generate the dataset under ``cache_dir`` unless it is already there; return its root.
@@ -241,13 +250,14 @@ class SyntheticScenes:
         tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
         try:
             for split, count in self.counts.items():
-                (tmp / split / "images").mkdir(parents=True)
-                (tmp / split / "masks").mkdir(parents=True)
+                folders = {kind: tmp / folder for kind, folder in layout().splits[split].items()}
+                for folder in folders.values():
+                    folder.mkdir(parents=True)
                 for i in range(count):
                     rng = np.random.default_rng([self.seed, _SPLIT_IDS[split], i])
-                    image, label = render_scene(self.image_size, rng, self.max_shapes, self.noise)
-                    Image.fromarray(image).save(tmp / split / "images" / f"{i:05d}.png")
-                    Image.fromarray(label).save(tmp / split / "masks" / f"{i:05d}.png")
+                    image, label = render_scene(self.image_size, rng, self.textures, self.max_shapes, self.noise)
+                    Image.fromarray(image).save(folders["images"] / f"{i:05d}.png")
+                    Image.fromarray(label).save(folders["masks"] / f"{i:05d}.png")
             (tmp / "spec.json").write_text(json.dumps(self.spec(), indent=2) + "\n")
             try:
                 tmp.rename(root)
