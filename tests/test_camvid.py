@@ -10,8 +10,6 @@ from conftest import REPO, compose_train, run_cli
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from seg.budget import duration_seconds
-
 CAMVID = Path(REPO.parent / "shared" / "datasets" / "camvid")
 needs_camvid = pytest.mark.skipif(not (CAMVID / "train").is_dir(), reason=f"CamVid not found at {CAMVID}")
 
@@ -91,26 +89,9 @@ def test_missing_camvid_says_where_to_put_it(tmp_path: Path) -> None:
     )
 
 
-def test_camvid_recipes_compose_as_documented() -> None:
-    cpu = compose_train(["experiment=camvid_cpu", "paths.output_dir=x"])
-    gpu = compose_train(["experiment=camvid", "paths.output_dir=x"])
-    for cfg in (cpu, gpu):
-        assert cfg.data.num_classes == 11 and cfg.data.ignore_index == 11
-        assert cfg.loss._target_ == "seg.losses.DiceCELoss" and cfg.loss.class_weights is None
-        assert cfg.model.optimizer._target_ == "torch.optim.AdamW"
-        assert cfg.callbacks.model_checkpoint.monitor == "val/iou"
-        assert list(cfg.data.eval_transforms) == []  # evaluation on full frames, at label resolution
-    assert (cpu.model.net.base_channels, cpu.data.image_size) == (32, 256)
-    # CPU: an hour, whatever the CPU; the rate reaches zero when the hour's training ends.
-    assert duration_seconds(cpu.trainer.max_time) == 3600
-    assert (
-        cpu.scheduler.scheduler._target_ == "seg.budget.BudgetSchedule" and cpu.scheduler.interval == "step"
-    )
-    assert gpu.scheduler.scheduler.T_max == gpu.trainer.max_epochs  # GPU: cosine to zero at the last epoch
-    assert [t._target_ for t in cpu.data.train_transforms] == ["albumentations.RandomCrop"]
-    assert "albumentations.RandomScale" in [t._target_ for t in gpu.data.train_transforms]
-    assert (gpu.model.net.base_channels, gpu.data.image_size, gpu.trainer.accelerator) == (64, 352, "gpu")
-    # The GPU recipe's first epochs can be tried on a CPU with the same schedule.
+def test_camvid_gpu_recipe_anneals_over_its_epochs_on_any_trainer() -> None:
+    gpu = compose_train(["experiment=camvid", "trainer.max_epochs=7", "paths.output_dir=x"])
+    assert gpu.scheduler.scheduler.T_max == 7  # cosine reaches zero at the last epoch, whatever it is
     on_cpu = compose_train(
         ["experiment=camvid", "trainer=cpu", "scheduler.scheduler.T_max=200", "paths.output_dir=x"]
     )

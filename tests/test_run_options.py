@@ -54,6 +54,35 @@ def test_stop_reason_names_the_time_budget(make_cfg: Callable[..., Any]) -> None
     assert (Path(cfg.paths.output_dir) / "model.pt").is_file()
 
 
+@pytest.mark.slow
+def test_plateau_scheduler_divides_the_rate_when_val_dice_stalls(
+    make_cfg: Callable[..., Any], tmp_path: Path
+) -> None:
+    """``scheduler=plateau`` against the rule worked by hand on the run's own val/dice history:
+    an epoch that does not beat the best by 0.2 (absolute) divides the rate by 10 (patience 0).
+    Six epochs cannot all improve by 0.2 (Dice <= 1), so at least one division must happen."""
+    record = tmp_path / "lr"
+    cfg = make_cfg(
+        "scheduler=plateau", "scheduler.scheduler.patience=0", "+scheduler.scheduler.threshold_mode=abs",
+        "+scheduler.scheduler.threshold=0.2", "trainer.max_epochs=6", "data.generator.num_train=32",
+        "trainer.precision=32-true", "logger=none", "print_config=false",
+        "+callbacks.lr_record._target_=fixtures.RecordLearningRate", f"+callbacks.lr_record.path={record}",
+    )  # fmt: skip
+    metrics = train(cfg)
+    steps = [line.split() for line in Path(f"{record}.rank0").read_text().splitlines()]
+    per_epoch = len(steps) // 6
+    logged = [float(steps[e * per_epoch][1]) for e in range(6)]
+    expected, best, rate = [], -1.0, 3e-3
+    for epoch in metrics["epochs"]:
+        expected.append(rate)
+        if epoch["val/dice"] > best + 0.2:
+            best = epoch["val/dice"]
+        else:
+            rate /= 10
+    assert logged == pytest.approx(expected, rel=1e-9)
+    assert logged[-1] < logged[0]
+
+
 @pytest.mark.parametrize(
     "overrides",
     [
