@@ -1,0 +1,51 @@
+"""``seg.check_data``'s report: every split checked, printed, drawn and written as JSON."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from seg.artifacts import write_json
+from seg.data.checks import blocking_problems, check_splits, format_report
+from seg.errors import SegError
+from seg.viz import save_class_histogram
+
+
+def check_data(cfg: DictConfig, output_dir: Path) -> None:
+    """Check every split, print the report, write ``class_histogram.png`` and ``report.json``.
+
+    Raises ``SegError`` naming the first problem when the data cannot be trained on as it is.
+    """
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    reports = check_splits(datamodule)
+    names = datamodule.class_names
+    for report in reports:
+        print(format_report(report, names, datamodule.ignore_index), flush=True)
+    shares = {
+        r.split: (r.pixels / max(int(r.pixels.sum()) + r.ignored, 1)).tolist()
+        for r in reports
+        if r.pixels is not None and r.samples
+    }
+    chart = save_class_histogram(output_dir / "class_histogram.png", names, shares, datamodule.palette)
+    write_json(
+        output_dir / "report.json",
+        {
+            r.split: {
+                "samples": r.samples,
+                "sizes": {f"{w}x{h}": n for (w, h), n in r.sizes.items()},
+                "pixels": dict(zip(names, r.pixels.tolist(), strict=True)) if r.pixels is not None else None,
+                "ignored_pixels": r.ignored,
+                "problems": [{"kind": p.kind, "path": p.path, "message": p.message} for p in r.problems],
+            }
+            for r in reports
+        },
+    )
+    print(f"Class histogram: {chart}\nReport:          {output_dir / 'report.json'}", flush=True)
+    reasons = blocking_problems(reports)
+    if reasons:
+        raise SegError(
+            f"{len(reasons)} problem(s) found, the data cannot be trained on as it is; first: {reasons[0]}"
+        )
