@@ -64,8 +64,9 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     if cfg.get("tune_allocator", True):
         tune_allocator()
     output_dir = Path(cfg.paths.output_dir)
+    run_dir = RunDir.of(output_dir, cfg)
     if cfg.get("print_config", True) and other_rank(os.environ) is None:  # only global rank 0 writes
-        print_config_tree(cfg, RunDir.of(output_dir, cfg).config_tree)
+        print_config_tree(cfg, run_dir.config_tree)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule: SegmentationDataModule = instantiate(cfg.data)
@@ -100,7 +101,7 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
         log.info("Resuming %s from %s", output_dir, checkpoint)
 
     if trainer.is_global_zero:
-        write_run_info(cfg, RunDir.of(output_dir, cfg))
+        write_run_info(cfg, run_dir)
     start = time.perf_counter()
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint)

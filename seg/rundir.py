@@ -12,7 +12,7 @@ A run directory (Hydra's ``runtime.output_dir``; ``paths.output_dir`` in the con
     metrics.json            status, best and final validation values, test values, paths
     classes.json            class names, colours, ignore index, input channels (``ClassInfo``)
     images/                 training curves and the latest validation pictures
-    tensorboard/            TensorBoard events (``logger=tensorboard``)
+    tensorboard/            TensorBoard events (``logger=tensorboard``; the logger config names it)
     eval/<split>/           ``seg.evaluate`` reports
     export/                 ``seg.export`` output
     <task>.log              Hydra's log of the command (train.log)
@@ -133,10 +133,6 @@ class RunDir:
     @property
     def images(self) -> Path:
         return self.path / "images"
-
-    @property
-    def tensorboard(self) -> Path:
-        return self.path / "tensorboard"
 
     @property
     def export_dir(self) -> Path:
