@@ -24,7 +24,7 @@ from torch.optim.lr_scheduler import LRScheduler
 #: ``trainer.max_time`` as Lightning's Timer reads it from a string.
 DURATION = re.compile(r"(\d+):(\d\d):(\d\d):(\d\d)")
 
-#: Kept back beyond the measured final evaluation, for writing model.pt and the reports:
+#: Kept back beyond the measured final evaluation, for writing the model and the reports:
 #: this many seconds plus this fraction of the budget.
 EXPORT_SECONDS, EXPORT_FRACTION = 2.0, 0.01
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import signal
 import threading
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,6 +16,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from seg import cluster
 from seg.artifacts import atomic_path
 from seg.loggers import log_image
+from seg.rundir import RunDir
 from seg.viz import confusion_matrix_figure, figure_to_array, prediction_grid, save_figure
 
 #: Signals that ask a job to save and come back: SLURM's ``--signal=SIGUSR1@90`` (Lightning's
@@ -25,7 +25,7 @@ REQUEUE_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
 
 
 class MetricsHistory(pl.Callback):
-    """Keeps every epoch's ``val/*`` values and epoch-level ``train/*`` values, for ``metrics.json``."""
+    """Keeps every epoch's ``val/*`` values and epoch-level ``train/*`` values, for the run's metrics."""
 
     def __init__(self) -> None:
         self.epochs: list[dict[str, Any]] = []
@@ -122,7 +122,7 @@ class ValidationImages(pl.Callback):
             )
         epoch = trainer.current_epoch
         confmat = getattr(pl_module, "last_confmat", {}).get("val")
-        run_dir = Path(trainer.default_root_dir) / "images"
+        run_dir = RunDir.of_trainer(trainer).images
         log_image(trainer.loggers, "val/predictions", grid, epoch)
         if confmat is not None and trainer.loggers:
             figure = confusion_matrix_figure(confmat, pl_module.class_names, f"Validation, epoch {epoch}")
@@ -138,7 +138,10 @@ class ValidationImages(pl.Callback):
 
 
 class GracefulStop(pl.Callback):
-    """Signals stop training at the next batch boundary, after saving ``last.ckpt``.
+    """Signals stop training at the next batch boundary, after saving the last checkpoint.
+
+    It is saved as ``RunDir.of_trainer(trainer).last_checkpoint``: in the checkpoint callback's
+    ``dirpath``, where ``resume=`` looks.
 
     Ctrl-C (SIGINT) and SIGTERM (``kill``, ``scancel``, preemption) stop the run. SIGUSR1 (SLURM's
     ``--signal``, as Lightning uses it) and SIGUSR2 (submitit's warning before a time limit) stop it
@@ -147,7 +150,7 @@ class GracefulStop(pl.Callback):
     end of the next one, after the epoch's validation), so the saved state is always a
     consistent one: the step completed, the optimizer updated, the loader's position counted. A
     second Ctrl-C stops at once, without a new checkpoint. Under DDP every rank stops at rank 0's
-    batch. Other failures (a NaN loss, a crash) leave the previous ``last.ckpt`` untouched.
+    batch. Other failures (a NaN loss, a crash) leave the previous last checkpoint untouched.
     This replaces Lightning's own SLURM handling, which saves mid-step and ignores SIGTERM.
     """
 
@@ -165,7 +168,7 @@ class GracefulStop(pl.Callback):
                 raise KeyboardInterrupt
             return
         self._requested = signal.Signals(signum)
-        then = "saving last.ckpt" + (" and requeueing" if signum in REQUEUE_SIGNALS else "")
+        then = "saving the last checkpoint" + (" and requeueing" if signum in REQUEUE_SIGNALS else "")
         hint = " (press again to stop at once)" if signum == signal.SIGINT else ""
         print(f"\n{self._requested.name}: stopping after this batch, {then}{hint}", flush=True)
 
@@ -209,9 +212,7 @@ class GracefulStop(pl.Callback):
             if isinstance(exception, KeyboardInterrupt):
                 self.signal, self._requested = "SIGINT", signal.SIGINT
             return
-        checkpoint = trainer.checkpoint_callback
-        assert checkpoint is not None and checkpoint.dirpath is not None
-        trainer.save_checkpoint(Path(checkpoint.dirpath) / "last.ckpt")
+        trainer.save_checkpoint(RunDir.of_trainer(trainer).last_checkpoint)
 
     @property
     def exit_status(self) -> int:

@@ -51,7 +51,7 @@ def requeue() -> bool:
     if result.returncode != 0:
         log.warning("scontrol requeue %s failed: %s", job, (result.stderr or result.stdout).strip())
         return False
-    log.info("Requeued SLURM job %s: it will continue from last.ckpt in the same run dir", job)
+    log.info("Requeued SLURM job %s: it will continue from its last checkpoint in the same run dir", job)
     return True
 
 

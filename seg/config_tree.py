@@ -14,9 +14,6 @@ from rich.tree import Tree
 
 from seg.artifacts import atomic_path
 
-#: In the run directory: the tree as printed, without colours.
-CONFIG_TREE_FILE = "config_tree.txt"
-
 
 def _scalar(value: Any) -> str:
     """A value as YAML writes it: ``null``, ``true``, ``3e-3``..."""

@@ -10,23 +10,16 @@ import contextlib
 import copy
 import io
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 from torch import nn
 
 from seg.artifacts import atomic_path
 from seg.errors import SegError
-
-Format = Literal["torchscript", "onnx", "exported_program"]
-
-#: File name of each format inside an export folder.
-FILE_NAMES: dict[str, str] = {
-    "torchscript": "model.pt",
-    "onnx": "model.onnx",
-    "exported_program": "model.pt2",
-}
+from seg.rundir import MODEL_FILE
 
 
 def deployable(net: nn.Module) -> nn.Module:
@@ -88,11 +81,30 @@ def export_onnx(net: nn.Module, path: str | os.PathLike[str]) -> Path:
     return Path(path)
 
 
-EXPORTERS = {"torchscript": export_torchscript, "onnx": export_onnx, "exported_program": export_program}
+@dataclass(frozen=True)
+class ExportFormat:
+    """A deployable format: the file it is written to in an export folder, and its writer."""
+
+    file_name: str
+    write: Callable[[nn.Module, str | os.PathLike[str]], Path]
+
+
+#: Every format ``seg.export`` writes, by the name ``format=`` takes. The TorchScript file is the
+#: same file a training run writes (``RunDir.model_file``).
+FORMATS: dict[str, ExportFormat] = {
+    "torchscript": ExportFormat(MODEL_FILE, export_torchscript),
+    "onnx": ExportFormat("model.onnx", export_onnx),
+    "exported_program": ExportFormat("model.pt2", export_program),
+}
+
+
+def export_format(name: str) -> ExportFormat:
+    """The format called ``name``; a ``SegError`` naming the valid ones otherwise."""
+    if name not in FORMATS:
+        raise SegError(f"format={name!r} is not valid: expected one of {', '.join(FORMATS)}")
+    return FORMATS[name]
 
 
 def export(net: nn.Module, path: str | os.PathLike[str], fmt: str) -> Path:
-    """Write ``net`` to ``path`` in format ``fmt`` (``torchscript``, ``onnx`` or ``exported_program``)."""
-    if fmt not in EXPORTERS:
-        raise SegError(f"format={fmt!r} is not valid: expected one of {', '.join(EXPORTERS)}")
-    return EXPORTERS[fmt](net, path)
+    """Write ``net`` to ``path`` in format ``fmt`` (a key of ``FORMATS``)."""
+    return export_format(fmt).write(net, path)

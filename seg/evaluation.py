@@ -16,8 +16,9 @@ from tqdm import tqdm
 from seg.artifacts import atomic_path, write_json
 from seg.data.datamodule import SegmentationDataModule
 from seg.errors import SegError
-from seg.inference import ClassInfo, Predictor, load_model
+from seg.inference import Predictor, load_model
 from seg.metrics import build_metrics, metric_key, summarize
+from seg.rundir import METRICS_FILE, ClassInfo, RunDir
 from seg.viz import confusion_matrix_figure, sample_panel_figure, save_figure
 
 log = logging.getLogger(__name__)
@@ -27,9 +28,9 @@ def data_config(cfg: DictConfig) -> DictConfig:
     """The data config to evaluate on: a run directory's saved one, or the composed one."""
     if not cfg.get("run_dir"):
         return cfg.data
-    saved = Path(cfg.run_dir) / ".hydra" / "config.yaml"
-    if not saved.is_file():
-        raise SegError(f"run_dir {cfg.run_dir} has no .hydra/config.yaml; is it a training run directory?")
+    saved = RunDir.of(cfg.run_dir).saved_config()
+    if saved is None:
+        raise SegError(f"run_dir {cfg.run_dir} has no saved config; is it a training run directory?")
     run_cfg = OmegaConf.load(saved)
     if cfg.get("data_root"):
         run_cfg.data.root = cfg.data_root
@@ -77,17 +78,16 @@ def markdown_table(rows: Sequence[dict[str, Any]], means: dict[str, float]) -> s
 
 
 def evaluate(cfg: DictConfig, default_output: Path) -> dict[str, Any]:
-    """Score ``cfg.model_path`` (or ``<cfg.run_dir>/model.pt``) on ``cfg.split``; write the report.
-
-    Returns the content of ``metrics.json``.
-    """
+    """Score ``cfg.model_path`` (or ``cfg.run_dir``'s ``RunDir.model()``) on ``cfg.split``; write the
+    report (``metrics.md``, its JSON twin, pictures) and return its content."""
     if not cfg.get("run_dir") and not cfg.get("model_path"):
         raise SegError(
             "pass run_dir=<training run directory>, or model_path=<model file> with data=<dataset>"
         )
     if cfg.get("run_dir") and not Path(cfg.run_dir).is_dir():
         raise SegError(f"run_dir {cfg.run_dir} does not exist")
-    model_path = Path(cfg.model_path) if cfg.get("model_path") else Path(cfg.run_dir) / "model.pt"
+    run_dir = RunDir.of(cfg.run_dir) if cfg.get("run_dir") else None
+    model_path = Path(cfg.model_path) if cfg.get("model_path") or run_dir is None else run_dir.model()
     model, info, model_path = load_model(model_path)
     split = cfg.split
     if split not in ("train", "val", "test"):
@@ -128,11 +128,10 @@ def evaluate(cfg: DictConfig, default_output: Path) -> dict[str, Any]:
         "pixel_accuracy": summary[f"{split}/pixel_accuracy"],
     }
 
-    output = (
-        Path(cfg.output_dir)
-        if cfg.get("output_dir")
-        else (Path(cfg.run_dir) / "eval" / split if cfg.get("run_dir") else default_output / "eval" / split)
-    )
+    if cfg.get("output_dir"):
+        output = Path(cfg.output_dir)
+    else:
+        output = run_dir.eval_dir(split) if run_dir else default_output / "eval" / split
     report = {
         "model": model_path,
         "data_root": datamodule.root,
@@ -144,7 +143,7 @@ def evaluate(cfg: DictConfig, default_output: Path) -> dict[str, Any]:
         "class_names": info.class_names,
         "ignore_index": datamodule.ignore_index,
     }
-    write_json(output / "metrics.json", report)
+    write_json(output / METRICS_FILE, report)
     table = markdown_table(rows, means)
     with atomic_path(output / "metrics.md") as tmp:
         heading = f"# {split} split of {datamodule.root} ({len(dataset)} images)"
@@ -158,5 +157,5 @@ def evaluate(cfg: DictConfig, default_output: Path) -> dict[str, Any]:
         )
         save_figure(figure, output / "samples" / f"{name}.png")
     print(table, flush=True)
-    print(f"Report: {output}/ (metrics.json, metrics.md, confusion_matrix.png, samples/)", flush=True)
+    print(f"Report: {output}/ ({METRICS_FILE}, metrics.md, confusion_matrix.png, samples/)", flush=True)
     return report

@@ -2,45 +2,37 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
 import seg.config  # noqa: F401  (registers the config resolvers)
-from seg.artifacts import write_json
-from seg.deploy import FILE_NAMES, export
+from seg.deploy import export, export_format
 from seg.errors import SegError, exit_on_user_error
 from seg.inference import load_model
+from seg.rundir import RunDir
 
 
-def checkpoint_of(path: Path) -> Path:
-    """The checkpoint to export: ``path`` itself, or a run directory's best checkpoint."""
+def checkpoint_of(path: Path) -> tuple[Path, RunDir]:
+    """The checkpoint to export and its run: a run directory's best checkpoint, or a ``.ckpt``
+    file (whose run is the folder above its checkpoint folder)."""
     if path.is_dir():
-        metrics = path / "metrics.json"
-        if metrics.is_file():
-            best = json.loads(metrics.read_text())["paths"].get("best_checkpoint")
-            if best and Path(best).is_file():
-                return Path(best)
-        last = path / "checkpoints" / "last.ckpt"
-        if last.is_file():
-            return last
-        raise SegError(f"model_path {path} is a folder without metrics.json or checkpoints/last.ckpt")
+        run_dir = RunDir.of(path)
+        return run_dir.best_checkpoint(), run_dir
     if path.suffix != ".ckpt":
         raise SegError(f"model_path {path} must be a .ckpt checkpoint or a training run directory")
-    return path
+    return path, RunDir.of(path.parent.parent)
 
 
 def run(cfg: DictConfig) -> Path:
-    checkpoint = checkpoint_of(Path(cfg.model_path))
+    chosen = export_format(cfg.format)
+    checkpoint, run_dir = checkpoint_of(Path(cfg.model_path))
     net, info, _ = load_model(checkpoint)
-    if cfg.format not in FILE_NAMES:
-        raise SegError(f"format={cfg.format!r} is not valid: expected one of {', '.join(FILE_NAMES)}")
-    output = Path(cfg.output) if cfg.get("output") else checkpoint.parent.parent / "export"
-    path = export(net, output / FILE_NAMES[cfg.format], cfg.format)
-    write_json(output / "classes.json", info.to_json())
-    print(f"Wrote {path} and {output / 'classes.json'}")
+    output = Path(cfg.output) if cfg.get("output") else run_dir.export_dir
+    path = export(net, output / chosen.file_name, cfg.format)
+    classes = info.write(output)
+    print(f"Wrote {path} and {classes}")
     return path
 
 

@@ -1,16 +1,15 @@
 """Loading a trained model from any saved form, and running it on images of any size.
 
-A model is a ``.ckpt`` checkpoint, a TorchScript ``model.pt``, a ``torch.export`` ``.pt2``, an
-``.onnx`` file, or a run directory (its ``model.pt``). Class names and colours come from the
-``classes.json`` beside the file (or in the run directory), so the training config is not needed.
+A model is a ``.ckpt`` checkpoint, a TorchScript file, a ``torch.export`` ``.pt2``, an ``.onnx``
+file, or a run directory (its best model, see ``seg.rundir.RunDir.model``). Class names and
+colours come from the ``ClassInfo`` file beside the model (or in the run directory), so the
+training config is not needed.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,48 +19,9 @@ from torch import nn
 
 from seg.errors import SegError
 from seg.hardware import best_precision
-from seg.viz import default_palette
+from seg.rundir import CLASSES_FILE, ClassInfo, RunDir
 
 Model = Callable[[torch.Tensor], torch.Tensor]
-
-
-@dataclass
-class ClassInfo:
-    """What the output channels of a model mean."""
-
-    class_names: list[str]
-    palette: list[list[int]]
-    ignore_index: int | None = None
-    in_channels: int = 3
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    @classmethod
-    def generated(cls, num_classes: int, in_channels: int = 3) -> ClassInfo:
-        """Placeholder names and colours, for a model saved without ``classes.json``."""
-        return cls(
-            [f"class_{i}" for i in range(num_classes)], default_palette(num_classes), None, in_channels
-        )
-
-    @classmethod
-    def read(cls, path: Path) -> ClassInfo:
-        data = json.loads(path.read_text())
-        names = list(data["class_names"])
-        palette = data.get("palette") or default_palette(len(names))
-        return cls(names, palette, data.get("ignore_index"), int(data.get("in_channels", 3)))
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "class_names": self.class_names,
-            "num_classes": self.num_classes,
-            "ignore_index": self.ignore_index,
-            "palette": self.palette,
-            "in_channels": self.in_channels,
-            "input": "float32 (B, C, H, W) scaled to [0, 1]; any H and W (multiples of 16 for ONNX and .pt2)",
-            "output": "logits (B, num_classes, H, W)",
-        }
 
 
 class OnnxModel:
@@ -79,22 +39,11 @@ class OnnxModel:
         return torch.from_numpy(logits)
 
 
-def _classes_json(model_path: Path) -> Path | None:
-    for folder in (model_path.parent, model_path.parent.parent):
-        if (folder / "classes.json").is_file():
-            return folder / "classes.json"
-    return None
-
-
 def load_model(path: str | Path) -> tuple[Model, ClassInfo, Path]:
     """The model in ``path`` (file or run directory), what its classes are, and the file used."""
     path = Path(path)
     if path.is_dir():
-        if not (path / "model.pt").is_file():
-            raise SegError(
-                f"model_path {path} is a folder without model.pt; pass a run directory or a model file"
-            )
-        path = path / "model.pt"
+        path = RunDir.of(path).model()
     if not path.is_file():
         raise SegError(f"model_path {path} does not exist")
     suffix = path.suffix.lower()
@@ -104,7 +53,7 @@ def load_model(path: str | Path) -> tuple[Model, ClassInfo, Path]:
 
             module = SegmentationModule.load_from_checkpoint(path, map_location="cpu", weights_only=True)
             net: Any = module.net.eval().to(memory_format=torch.contiguous_format)
-            info_file = _classes_json(path)
+            info_file = ClassInfo.beside(path)
             info = (
                 ClassInfo.read(info_file)
                 if info_file
@@ -125,12 +74,12 @@ def load_model(path: str | Path) -> tuple[Model, ClassInfo, Path]:
             f"cannot load model {path}: expected a .ckpt, TorchScript .pt, .pt2 or .onnx file "
             f"written by seg ({reason})"
         ) from None
-    info_file = _classes_json(path)
+    info_file = ClassInfo.beside(path)
     if info_file is not None:
         return model, ClassInfo.read(info_file), path
     num_classes = getattr(model, "num_classes", None)
     if num_classes is None:
-        raise SegError(f"no classes.json next to {path}; copy the run's classes.json beside the model")
+        raise SegError(f"no {CLASSES_FILE} next to {path}; copy the run's {CLASSES_FILE} beside the model")
     return model, ClassInfo.generated(int(num_classes), int(getattr(model, "in_channels", 3))), path
 
 

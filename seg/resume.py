@@ -11,11 +11,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from seg.errors import ConfigError, SegError
+from seg.rundir import RunDir
 
 log = logging.getLogger(__name__)
-
-#: The run's config with every value resolved, written when a run starts.
-RESOLVED_CONFIG = "config_resolved.yaml"
 
 #: ``resume=auto``: continue this run's own directory when it holds a checkpoint of the same config.
 AUTO = "auto"
@@ -77,17 +75,21 @@ def resume_config(cfg: DictConfig, overrides: Sequence[str] = ()) -> tuple[DictC
     overrides, with ``paths.output_dir`` set to that run directory. Overrides that would change
     what is learned (model, loss, optimizer, data content, precision, ...) are refused, naming
     the key and the allowed ones. ``resume=auto``: this run's own directory is continued when it
-    holds a ``last.ckpt`` written with the same config, else the run starts fresh.
+    holds a last checkpoint written with the same config, else the run starts fresh. Either way
+    the checkpoint is ``RunDir.last_checkpoint``, in the folder the run's checkpoint callback
+    writes to (``callbacks.model_checkpoint.dirpath``).
     """
     if cfg.resume == AUTO:
         return _resume_auto(cfg)
-    run_dir = Path(cfg.resume)
-    saved = run_dir / ".hydra" / "config.yaml"
-    checkpoint = run_dir / "checkpoints" / "last.ckpt"
-    if not saved.is_file():
-        raise SegError(f"resume={run_dir}: no .hydra/config.yaml there; pass a training run directory")
+    path = Path(cfg.resume)
+    run_dir = RunDir.of(path)
+    if not run_dir.hydra_config.is_file():
+        saved = run_dir.hydra_config.relative_to(path)
+        raise SegError(f"resume={path}: no {saved} there; pass a training run directory")
+    resumed = OmegaConf.load(run_dir.hydra_config)
+    checkpoint = run_dir.last_checkpoint
     if not checkpoint.is_file():
-        raise SegError(f"resume={run_dir}: no checkpoints/last.ckpt to continue from")
+        raise SegError(f"resume={path}: no {checkpoint} to continue from")
     refused = [_key(o) for o in overrides if not _safe(_key(o))]
     if refused:
         allowed = ", ".join(k.rstrip(".") + ("*" if k.endswith(".") else "") for k in SAFE_ON_RESUME[1:])
@@ -95,33 +97,31 @@ def resume_config(cfg: DictConfig, overrides: Sequence[str] = ()) -> tuple[DictC
             f"{refused[0]} cannot change when resuming (the checkpoint was trained with the run's "
             f"saved config); start a new run instead, or override only: {allowed}"
         )
-    resumed = OmegaConf.load(saved)
     for override in overrides:
         key = _key(override)
         if key != "resume" and not key.startswith("hydra."):
             OmegaConf.update(resumed, key, OmegaConf.select(cfg, key), force_add=True)
-    return _continue(resumed, run_dir, checkpoint), checkpoint
+    return _continue(resumed, path, checkpoint), checkpoint
 
 
 def _resume_auto(cfg: DictConfig) -> tuple[DictConfig, Path | None]:
-    run_dir = Path(cfg.paths.output_dir)
-    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    run_dir = RunDir.of(cfg.paths.output_dir, cfg)
+    checkpoint = run_dir.last_checkpoint
     with open_dict(cfg):
         cfg.resume = None
     if not checkpoint.is_file():
         return cfg, None
-    saved = run_dir / ".hydra" / "config.yaml"
-    if not saved.is_file():  # a run started from Python rather than the command line
-        saved = run_dir / RESOLVED_CONFIG
-    if saved.is_file():
+    saved = run_dir.saved_config()
+    if saved is not None:
         differs = _learned_difference(OmegaConf.load(saved), cfg)
         if differs is not None:
             log.warning(
-                "resume=auto: %s's checkpoint was trained with another %s; starting fresh", run_dir, differs
-            )
+                "resume=auto: %s's checkpoint was trained with another %s; starting fresh",
+                run_dir.path, differs,
+            )  # fmt: skip
             return cfg, None
-    log.info("resume=auto: continuing %s from %s", run_dir, checkpoint)
-    return _continue(cfg, run_dir, checkpoint), checkpoint
+    log.info("resume=auto: continuing %s from %s", run_dir.path, checkpoint)
+    return _continue(cfg, run_dir.path, checkpoint), checkpoint
 
 
 def _continue(cfg: DictConfig, run_dir: Path, checkpoint: Path) -> DictConfig:

@@ -23,15 +23,15 @@ from seg.budget import TrainingBudget
 from seg.callbacks import GracefulStop, MetricsHistory
 from seg.cluster import other_rank
 from seg.config import validate_train_config
-from seg.config_tree import CONFIG_TREE_FILE, print_config_tree
+from seg.config_tree import print_config_tree
 from seg.data.datamodule import SegmentationDataModule
 from seg.deploy import export_torchscript
 from seg.errors import SegError, unwrapping_user_errors, user_message
 from seg.hardware import tune_allocator
-from seg.inference import ClassInfo
 from seg.loggers.builders import run_label
 from seg.module import SegmentationModule
-from seg.resume import RESOLVED_CONFIG, resume_config
+from seg.resume import resume_config
+from seg.rundir import ClassInfo, RunDir
 from seg.stopping import stop_reason
 from seg.viz import curves_figure, save_figure
 
@@ -49,11 +49,12 @@ def _instantiate_all(group: DictConfig | None) -> list[Any]:
 
 
 def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """Train (or, with ``cfg.resume``, continue a run), test the best weights, export ``model.pt``.
+    """Train (or, with ``cfg.resume``, continue a run), test the best weights, export them.
 
     ``overrides`` are the command-line overrides, checked against what a resumed run may change.
-    Returns the content of ``metrics.json``. User mistakes raise ``seg.errors.SegError``; Ctrl-C and
-    SIGTERM save ``last.ckpt``, ``model.pt`` and ``metrics.json`` and exit with status 130 / 143.
+    Returns the run's metrics (see ``seg.rundir.RunDir`` for the files). User mistakes raise
+    ``seg.errors.SegError``; Ctrl-C and SIGTERM save the last checkpoint, the model and the
+    metrics and exit with status 130 / 143.
     """
     began = time.monotonic()  # the run's time budget counts from here (seg.budget)
     checkpoint = None
@@ -64,8 +65,9 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     if cfg.get("tune_allocator", True):
         tune_allocator()
     output_dir = Path(cfg.paths.output_dir)
+    run_dir = RunDir.of(output_dir, cfg)
     if cfg.get("print_config", True) and other_rank(os.environ) is None:  # only global rank 0 writes
-        print_config_tree(cfg, output_dir / CONFIG_TREE_FILE)
+        print_config_tree(cfg, run_dir.config_tree)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule: SegmentationDataModule = instantiate(cfg.data)
@@ -100,7 +102,7 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
         log.info("Resuming %s from %s", output_dir, checkpoint)
 
     if trainer.is_global_zero:
-        write_run_info(cfg, output_dir)
+        write_run_info(cfg, run_dir)
     start = time.perf_counter()
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint)
@@ -112,7 +114,7 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
             _finish(cfg, trainer, datamodule, history, seconds, status, quiet=True, error=error)
         if stop.signal:
             log.info(
-                "Stopped by %s at epoch %d, step %d; last.ckpt, model.pt and metrics.json are saved. "
+                "Stopped by %s at epoch %d, step %d; the last checkpoint, model and metrics are saved. "
                 "Resume with: python -m seg.train resume=%s",
                 stop.signal, trainer.current_epoch, trainer.global_step, _shown(output_dir),
             )  # fmt: skip
@@ -158,10 +160,10 @@ def _write_outputs(
     quiet: bool,
     error: BaseException | None = None,
 ) -> dict[str, Any]:
-    output_dir = Path(cfg.paths.output_dir)
+    run_dir = RunDir.of_trainer(trainer, Path(cfg.paths.output_dir))
     checkpoint = trainer.checkpoint_callback
     assert checkpoint is not None
-    best_path = checkpoint.best_model_path or checkpoint.last_model_path  # the same on every rank
+    best_path = RunDir.ranked_best(checkpoint)  # the same on every rank
     best = None
     if best_path and Path(best_path).is_file():
         best = SegmentationModule.load_from_checkpoint(best_path, map_location="cpu", weights_only=True)
@@ -178,7 +180,7 @@ def _write_outputs(
         test_metrics = {k: float(v) for k, v in results[0].items()} if results else {}
     if not trainer.is_global_zero:
         return {}
-    model_path = export_torchscript(best.net, output_dir / "model.pt") if best is not None else None
+    model_path = export_torchscript(best.net, run_dir.model_file) if best is not None else None
 
     monitor = checkpoint.monitor or "val/dice"
     locations = seg_loggers.where(trainer.loggers)
@@ -187,6 +189,7 @@ def _write_outputs(
         "stop_reason": stop_reason(trainer, status),
         "error": _error_line(error),
         "monitor": monitor,
+        "mode": checkpoint.mode,
         "best": history.best(monitor, checkpoint.mode),
         "final": history.epochs[-1] if history.epochs else None,
         "test": test_metrics or None,
@@ -194,11 +197,11 @@ def _write_outputs(
         "train_seconds": round(seconds, 1),
         "resumed": bool(cfg.get("resume")),
         "paths": {
-            "run_dir": output_dir,
+            "run_dir": run_dir.path,
             "best_checkpoint": best_path or None,
-            "last_checkpoint": output_dir / "checkpoints" / "last.ckpt",
+            "last_checkpoint": run_dir.last_checkpoint,
             "torchscript": model_path,
-            "classes": output_dir / "classes.json",
+            "classes": run_dir.classes,
             "tensorboard": locations.get("tensorboard"),
         },
         "loggers": locations,
@@ -206,20 +209,19 @@ def _write_outputs(
     info = ClassInfo(
         datamodule.class_names, datamodule.palette, datamodule.ignore_index, datamodule.in_channels
     )
-    write_json(output_dir / "classes.json", info.to_json())
-    write_json(output_dir / "metrics.json", metrics)
+    info.write(run_dir.path)
+    write_json(run_dir.metrics, metrics)
     curves = None
     if history.epochs:
         keys = list(dict.fromkeys(["train/loss_epoch", "val/loss", "val/dice", "val/iou", monitor]))
-        curves = save_figure(curves_figure(history.epochs, keys), output_dir / "images" / "curves.png")
+        curves = save_figure(curves_figure(history.epochs, keys), run_dir.images / "curves.png")
     if finished:
         _log_hparams(trainer, cfg, metrics)
-    files = [model_path, output_dir / "metrics.json", output_dir / "classes.json"]
-    files += sorted((output_dir / "images").glob("*.png"))
-    seg_loggers.log_run_outputs(trainer.loggers, output_dir, metrics, info.class_names, curves, files)
+    files = [model_path, run_dir.metrics, run_dir.classes, *sorted(run_dir.images.glob("*.png"))]
+    seg_loggers.log_run_outputs(trainer.loggers, run_dir.path, metrics, info.class_names, curves, files)
     seg_loggers.finish(trainer.loggers, status)
     if not quiet:
-        _report(metrics)
+        _report(metrics, run_dir)
     return metrics
 
 
@@ -229,12 +231,12 @@ def _error_line(error: BaseException | None) -> str | None:
     return user_message(error) if isinstance(error, SegError) else f"{type(error).__name__}: {error}"
 
 
-def write_run_info(cfg: DictConfig, output_dir: Path) -> None:
+def write_run_info(cfg: DictConfig, run_dir: RunDir) -> None:
     """Save what reproduces the run: the resolved config, the git commit, package versions."""
     from importlib import metadata
 
-    output_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, output_dir / RESOLVED_CONFIG, resolve=True)
+    run_dir.path.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, run_dir.resolved_config, resolve=True)
     packages = {}
     for name in (
         "torch",
@@ -250,7 +252,7 @@ def write_run_info(cfg: DictConfig, output_dir: Path) -> None:
         except metadata.PackageNotFoundError:
             packages[name] = None
     write_json(
-        output_dir / "run_info.json",
+        run_dir.run_info,
         {"git": _git_state(), "packages": packages, "python": platform.python_version(),
          "machine": platform.machine(), "command": " ".join(sys.argv)},
     )  # fmt: skip
@@ -318,7 +320,7 @@ def _shown(path: str | os.PathLike[str] | None) -> str:
         return str(path)
 
 
-def _report(metrics: dict[str, Any]) -> None:
+def _report(metrics: dict[str, Any], run_dir: RunDir) -> None:
     """Log the headline numbers and where the outputs went."""
     monitor, best = metrics["monitor"], metrics["best"]
     paths = {key: _shown(value) for key, value in metrics["paths"].items()}
@@ -335,7 +337,7 @@ def _report(metrics: dict[str, Any]) -> None:
         f"Run dir:         {paths['run_dir']}",
         f"Best checkpoint: {paths['best_checkpoint']}",
         f"TorchScript:     {paths['torchscript']}",
-        f"Metrics:         {Path(paths['run_dir']) / 'metrics.json'}",
+        f"Metrics:         {_shown(run_dir.metrics)}",
     ]
     lines += seg_loggers.report_lines(metrics.get("loggers") or {}, _shown)
     for line in lines:

@@ -1,4 +1,4 @@
-"""When training stops before ``max_epochs``, and why a run stopped, in words for ``metrics.json``."""
+"""When training stops before ``max_epochs``, and why a run stopped, in words for the run's metrics."""
 
 from __future__ import annotations
 

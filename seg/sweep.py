@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +15,16 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from seg.artifacts import atomic_path
+from seg.artifacts import atomic_path, write_json
+from seg.rundir import METRICS_FILE, RunDir, SweepDir
 
 log = logging.getLogger(__name__)
 
+#: The columns of the summary; ``best <monitor>`` goes after ``status`` (see ``columns``).
 COLUMNS = (
     "job",
     "overrides",
     "status",
-    "best val/dice",
     "best epoch",
     "final val/loss",
     "seconds",
@@ -31,17 +32,23 @@ COLUMNS = (
 )
 
 
-def _job_row(job_dir: Path, varying: set[str]) -> dict[str, Any]:
-    overrides = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []
+def columns(rows: Sequence[dict[str, Any]]) -> tuple[str, ...]:
+    """The summary's columns: ``COLUMNS`` with ``best <monitor>`` for each metric the jobs monitored."""
+    monitors = dict.fromkeys(row["monitor"] for row in rows if row.get("monitor"))
+    best = tuple(f"best {monitor}" for monitor in monitors) or ("best value",)
+    return (*COLUMNS[:3], *best, *COLUMNS[3:])
+
+
+def _job_row(job: RunDir, varying: set[str]) -> dict[str, Any]:
+    overrides = yaml.safe_load(job.overrides.read_text()) or []
     shown = " ".join(o for o in overrides if o.split("=", 1)[0].lstrip("+~") in varying) or " ".join(
         overrides
     )
-    row: dict[str, Any] = {"job": job_dir.name, "overrides": shown, "run dir": str(job_dir)}
-    metrics_file = job_dir / "metrics.json"
-    if not metrics_file.is_file():
-        row["status"] = "failed: no metrics.json (see the job's log)"
+    row: dict[str, Any] = {"job": job.path.name, "overrides": shown, "run dir": str(job.path)}
+    metrics = job.read_metrics()
+    if metrics is None:
+        row["status"] = f"failed: no {METRICS_FILE} (see the job's log)"
         return row
-    metrics = json.loads(metrics_file.read_text())
     best, final = metrics.get("best") or {}, metrics.get("final") or {}
     status = metrics.get("status", "?")
     if metrics.get("error"):
@@ -50,7 +57,10 @@ def _job_row(job_dir: Path, varying: set[str]) -> dict[str, Any]:
     row.update(
         {
             "status": status,
-            "best val/dice": best.get(monitor),
+            "monitor": monitor,
+            "mode": metrics.get("mode", "max"),
+            "score": best.get(monitor),
+            f"best {monitor}": best.get(monitor),
             "best epoch": best.get("epoch"),
             "final val/loss": final.get("val/loss"),
             "seconds": metrics.get("train_seconds"),
@@ -60,14 +70,17 @@ def _job_row(job_dir: Path, varying: set[str]) -> dict[str, Any]:
 
 
 def summarize_sweep(sweep_dir: Path) -> list[dict[str, Any]]:
-    """One row per job directory of ``sweep_dir``, the best finished job marked; writes summary.csv/.md."""
-    jobs = sorted(
-        (p for p in sweep_dir.iterdir() if (p / ".hydra" / "overrides.yaml").is_file()),
-        key=lambda p: int(p.name) if p.name.isdigit() else p.name,
-    )
+    """One row per job directory of ``sweep_dir``, the best finished job marked; writes the summary.
+
+    A job's score is the best value of the metric its checkpoint callback monitored, and "best"
+    follows that callback's ``mode`` (max or min). Jobs that monitored different metrics are not
+    compared: no job is marked then.
+    """
+    sweep = SweepDir(sweep_dir)
+    jobs = sweep.jobs()
     if not jobs:
         return []
-    per_job = [yaml.safe_load((j / ".hydra" / "overrides.yaml").read_text()) or [] for j in jobs]
+    per_job = [yaml.safe_load(j.overrides.read_text()) or [] for j in jobs]
     values: dict[str, set[str]] = {}
     for overrides in per_job:
         for o in overrides:
@@ -75,19 +88,22 @@ def summarize_sweep(sweep_dir: Path) -> list[dict[str, Any]]:
             values.setdefault(key.lstrip("+~"), set()).add(value)
     varying = {k for k, v in values.items() if len(v) > 1}
     rows = [_job_row(job, varying) for job in jobs]
-    finished = [r for r in rows if str(r.get("status")) == "finished" and _is_number(r.get("best val/dice"))]
-    best = max(finished, key=lambda r: r["best val/dice"], default=None)
+    finished = [r for r in rows if str(r.get("status")) == "finished" and _is_number(r.get("score"))]
+    best = None
+    if len({(r["monitor"], r["mode"]) for r in finished}) == 1:
+        pick = min if finished[0]["mode"] == "min" else max
+        best = pick(finished, key=lambda r: r["score"])
     for row in rows:
         row["best"] = "*" if row is best else ""
 
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["best", *COLUMNS], extrasaction="ignore")
+    writer = csv.DictWriter(buffer, fieldnames=["best", *columns(rows)], extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
-    with atomic_path(sweep_dir / "summary.csv") as tmp:
+    with atomic_path(sweep.summary_csv) as tmp:
         tmp.write_text(buffer.getvalue())
-    table = markdown(rows)
-    with atomic_path(sweep_dir / "summary.md") as tmp:
+    table = markdown(rows, columns(rows))
+    with atomic_path(sweep.summary_md) as tmp:
         tmp.write_text(table)
     return rows
 
@@ -104,28 +120,28 @@ def _cell(value: Any, column: str) -> str:
     return str(value).replace("|", "/")
 
 
-def markdown(rows: list[dict[str, Any]]) -> str:
+def markdown(rows: list[dict[str, Any]], columns: Sequence[str] = COLUMNS) -> str:
     """The rows as a Markdown table; the best job is marked with a star."""
-    lines = ["| best | " + " | ".join(COLUMNS) + " |", "|" + " --- |" * (len(COLUMNS) + 1)]
+    lines = ["| best | " + " | ".join(columns) + " |", "|" + " --- |" * (len(columns) + 1)]
     for row in rows:
-        lines.append(f"| {row.get('best', '')} | " + " | ".join(_cell(row.get(c), c) for c in COLUMNS) + " |")
+        lines.append(f"| {row.get('best', '')} | " + " | ".join(_cell(row.get(c), c) for c in columns) + " |")
     return "\n".join(lines) + "\n"
 
 
 class SweepSummary(Callback):
-    """At the end of a multirun, writes ``summary.csv`` and ``summary.md`` in the sweep folder, prints them.
+    """At the end of a multirun, writes the summary (``SweepDir``) in the sweep folder, prints it.
 
     Failed jobs are rows with their error; the sweep still exits with status 1 so scripts notice.
     """
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep_dir = Path(config.hydra.sweep.dir)
-        if not sweep_dir.is_dir():
+        sweep = SweepDir(Path(config.hydra.sweep.dir))
+        if not sweep.path.is_dir():
             return
-        rows = summarize_sweep(sweep_dir)
+        rows = summarize_sweep(sweep.path)
         if not rows:
             return
-        print(f"\nSweep summary ({sweep_dir / 'summary.md'}):\n{markdown(rows)}", flush=True)
+        print(f"\nSweep summary ({sweep.summary_md}):\n{markdown(rows, columns(rows))}", flush=True)
         failed = [r for r in rows if not str(r.get("status")).startswith("finished")]
         if failed:
             print(f"error: {len(failed)} of {len(rows)} jobs failed (see the table)", flush=True)
@@ -141,15 +157,13 @@ def share_cores(parallel_jobs: int, num_workers: int) -> tuple[int, int]:
 
 
 def record_failure(output_dir: Path, message: str) -> None:
-    """Leave a ``metrics.json`` saying the job failed and why, unless the run wrote its own."""
-    from seg.artifacts import write_json
-
-    path = output_dir / "metrics.json"
-    if path.is_file():
-        metrics = json.loads(path.read_text())
-        if metrics.get("error"):
-            return
-        metrics["error"] = message
-    else:
+    """Leave the run's metrics saying the job failed and why, unless the run wrote its own."""
+    run_dir = RunDir.of(output_dir)
+    metrics = run_dir.read_metrics()
+    if metrics is None:
         metrics = {"status": "failed", "error": message}
-    write_json(path, metrics)
+    elif metrics.get("error"):
+        return
+    else:
+        metrics["error"] = message
+    write_json(run_dir.metrics, metrics)

@@ -1,4 +1,4 @@
-"""seg.evaluate: the same numbers from the checkpoint and from TorchScript, and the report files."""
+"""seg.evaluate: the numbers of trainer.test, from the checkpoint and from TorchScript; the report files."""
 
 from __future__ import annotations
 
@@ -7,12 +7,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import pytorch_lightning as pl
 from conftest import CONF_DIR, TINY, run_cli, synthetic_class_names
 from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 from PIL import Image
 
 from seg.errors import SegError
 from seg.evaluation import evaluate
+from seg.metrics import metric_key
+from seg.module import SegmentationModule
+from seg.rundir import RunDir
 
 CLASS_NAMES = synthetic_class_names()
 
@@ -39,6 +44,31 @@ def test_checkpoint_and_torchscript_give_the_same_numbers(
     assert ckpt["confusion_matrix"] == script["confusion_matrix"]
     assert ckpt["mean"] == pytest.approx(script["mean"])
     assert ckpt["images"] == 16
+
+
+def test_evaluate_equals_trainer_test_on_the_same_weights(
+    trained_run: dict[str, Any], tmp_path: Path
+) -> None:
+    """``seg.evaluate run_dir=`` (the run's model.pt, its saved data config) scores the test split
+    exactly as Lightning's ``trainer.test`` does with the run's best checkpoint, class by class."""
+    run_dir = RunDir.of(trained_run["dir"])
+    module = SegmentationModule.load_from_checkpoint(run_dir.best_checkpoint(), map_location="cpu")
+    trainer = pl.Trainer(
+        accelerator="cpu", devices=1, precision="32-true", logger=False, enable_progress_bar=False
+    )
+    tested = trainer.test(module, datamodule=instantiate(trained_run["cfg"].data), verbose=False)[0]
+
+    report = evaluate(_eval_cfg(f"run_dir={run_dir.path}", f"output_dir={tmp_path}"), tmp_path)
+    assert report["model"] == run_dir.model_file and report["images"] == 16
+    assert 0.2 < report["mean"]["dice"] <= 1  # a trained model: the comparison is not of NaNs
+    close = {"abs": 1e-6, "nan_ok": True}
+    for ours, theirs in (("dice", "dice"), ("iou", "iou"), ("class_accuracy", "accuracy")):
+        assert report["mean"][ours] == pytest.approx(tested[f"test/{theirs}"], **close), ours
+    assert report["mean"]["pixel_accuracy"] == pytest.approx(tested["test/pixel_accuracy"], **close)
+    for row in report["per_class"]:
+        for metric in ("dice", "iou", "accuracy"):
+            key = f"test/{metric}/{metric_key(row['class'])}"
+            assert row[metric] == pytest.approx(tested[key], **close), key
 
 
 def test_report_files(trained_run: dict[str, Any], tmp_path: Path) -> None:

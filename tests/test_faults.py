@@ -15,6 +15,7 @@ import torch
 from conftest import (
     RESUMABLE,
     TINY,
+    WITH_FIXTURES,
     assert_continues_like,
     cli_environ,
     compose_train,
@@ -78,6 +79,39 @@ def test_graceful_stop_saves_everything_and_resumes_mid_epoch(
     assert result.returncode == 0, result.stderr[-2000:]
     assert "not resumable" not in result.stderr
     assert_continues_like(run_dir, uninterrupted)  # mid-epoch too, the loader continues its order
+
+
+@pytest.mark.slow
+def test_a_stop_saves_where_the_checkpoint_callback_writes_and_resume_finds_it(
+    tmp_path: Path, data_cache: Path
+) -> None:
+    """With ``callbacks.model_checkpoint.dirpath`` moved out of the run dir, SIGTERM saves the last
+    checkpoint there (no ``checkpoints/`` folder appears) and ``resume=`` continues from it."""
+    elsewhere = tmp_path / "elsewhere"
+    args = ["seg.train", *[o for o in TINY if not o.startswith("trainer.max_epochs")],
+            "trainer.max_epochs=2", f"callbacks.model_checkpoint.dirpath={elsewhere}",
+            "+callbacks.slow._target_=fixtures.SlowSteps", "+callbacks.slow.seconds=0.05",
+            f"paths.log_dir={tmp_path}", f"paths.data_dir={data_cache}"]  # fmt: skip
+    process = start_cli(args, tmp_path, env=WITH_FIXTURES)
+    deadline = time.monotonic() + 120
+    while not (elsewhere / "last.ckpt").is_file():  # the end of epoch 0
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1][-2000:]
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 143, err[-2000:]
+    (run_dir,) = (tmp_path / "train" / "runs").iterdir()
+    stopped = torch.load(elsewhere / "last.ckpt", map_location="cpu", weights_only=True)
+    assert 16 < stopped["global_step"] < 32  # saved by the stop, inside epoch 1
+    assert not (run_dir / "checkpoints").exists()
+
+    result = run_cli(["seg.train", f"resume={run_dir}"], cwd=tmp_path, env=WITH_FIXTURES)
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = metrics_of(run_dir)
+    assert metrics["status"] == "finished" and metrics["resumed"]
+    assert [e["step"] for e in metrics["epochs"]] == [16, 32]
+    assert metrics["paths"]["last_checkpoint"] == str(elsewhere / "last.ckpt")
+    assert not (run_dir / "checkpoints").exists()
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from seg.deploy import export
+from seg.deploy import FORMATS, export
 from seg.inference import Predictor, load_model
 from seg.models.unet import UNet
 
@@ -60,8 +60,7 @@ def test_export_matches_eager_on_two_sizes(fmt: str, tmp_path: Path) -> None:
         pytest.skip('onnxruntime is not installed (pip install -e ".[export]")')
     torch.manual_seed(0)
     net = UNet(in_channels=3, num_classes=5, base_channels=4).eval()
-    suffix = {"torchscript": ".pt", "exported_program": ".pt2", "onnx": ".onnx"}[fmt]
-    path = export(net, tmp_path / f"model{suffix}", fmt)
+    path = export(net, tmp_path / FORMATS[fmt].file_name, fmt)
     (tmp_path / "classes.json").write_text(json.dumps({"class_names": list("abcde")}))
     loaded, info, _ = load_model(path)
     assert info.class_names == list("abcde")

@@ -13,9 +13,11 @@ from conftest import TINY, compose_train, run_cli
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from seg.artifacts import write_json
 from seg.module import SegmentationModule
 from seg.run import train
-from seg.sweep import share_cores
+from seg.rundir import RunDir
+from seg.sweep import share_cores, summarize_sweep
 
 SHORT = [
     *[o for o in TINY if not o.startswith(("trainer.max_epochs", "model.optimizer.lr"))],
@@ -50,6 +52,39 @@ def test_sweep_summary_lists_every_job_and_the_failed_one(tmp_path: Path, data_c
     assert all(r["best epoch"] in ("0", "1") and float(r["seconds"]) > 0 for r in finished)
     assert "| * |" in (sweep / "summary.md").read_text()
     assert "Sweep summary" in result.stdout
+
+
+@pytest.mark.slow
+def test_sweep_summary_names_and_ranks_the_monitored_metric(tmp_path: Path, data_cache: Path) -> None:
+    """Under ``monitor=val/iou`` (the CamVid recipes) the column is ``best val/iou``, holds each
+    job's best val/iou and marks the job with the highest one."""
+    args = ["seg.train", "-m", "model.optimizer.lr=1e-2,3e-3", *SHORT, "trainer.max_epochs=1",
+            "callbacks.model_checkpoint.monitor=val/iou", "logger=none",
+            f"paths.log_dir={tmp_path}", f"paths.data_dir={data_cache}"]  # fmt: skip
+    result = run_cli(args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    sweep = _sweep_dir(tmp_path)
+    rows = list(csv.DictReader((sweep / "summary.csv").open()))
+    assert "best val/iou" in rows[0] and "best val/dice" not in rows[0]
+    ious = [RunDir.of(sweep / job).read_metrics()["best"]["val/iou"] for job in ("0", "1")]
+    assert [float(r["best val/iou"]) for r in rows] == pytest.approx(ious)
+    assert [r["best"] for r in rows] == ["*" if iou == max(ious) else "" for iou in ious]
+    assert "| best val/iou |" in (sweep / "summary.md").read_text()
+
+
+def test_sweep_summary_takes_the_direction_from_the_checkpoint_mode(tmp_path: Path) -> None:
+    """``mode=min`` (a loss monitored): the lowest value is the best job; unfinished jobs never are."""
+    for job, (status, loss) in enumerate([("finished", 0.5), ("finished", 0.2), ("stopped by SIGTERM", 0.1)]):
+        (tmp_path / str(job) / ".hydra").mkdir(parents=True)
+        (tmp_path / str(job) / ".hydra" / "overrides.yaml").write_text(f"- model.optimizer.lr={job}\n")
+        best = {"epoch": 1, "val/loss": loss}
+        write_json(RunDir.of(tmp_path / str(job)).metrics,
+                   {"status": status, "monitor": "val/loss", "mode": "min", "best": best})  # fmt: skip
+    rows = summarize_sweep(tmp_path)
+    assert [r["best val/loss"] for r in rows] == [0.5, 0.2, 0.1]
+    assert [r["best"] for r in rows] == ["", "*", ""]
+    header = (tmp_path / "summary.md").read_text().splitlines()[0]
+    assert "| best val/loss |" in header and "val/dice" not in header
 
 
 @pytest.mark.slow

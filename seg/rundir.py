@@ -1,0 +1,261 @@
+"""The files of a training run: every path in a run directory, the best-model rule, ``ClassInfo``.
+
+A run directory (Hydra's ``runtime.output_dir``; ``paths.output_dir`` in the config) holds::
+
+    .hydra/config.yaml      the config as composed (overrides.yaml beside it); a resumed run
+                            writes its own under .hydra/resumed-<time>/
+    config_resolved.yaml    the same config with every value resolved
+    config_tree.txt         the config tree as printed when the run started
+    run_info.json           git commit, package versions, command line
+    checkpoints/            the checkpoint callback's ``dirpath``: the best checkpoint and last.ckpt
+    model.pt                the best weights as TorchScript
+    metrics.json            status, best and final validation values, test values, paths
+    classes.json            class names, colours, ignore index, input channels (``ClassInfo``)
+    images/                 training curves and the latest validation pictures
+    tensorboard/            TensorBoard events (``logger=tensorboard``; the logger config names it)
+    eval/<split>/           ``seg.evaluate`` reports
+    export/                 ``seg.export`` output
+    <task>.log              Hydra's log of the command (train.log)
+
+A sweep directory holds one run directory per job and ``summary.csv`` / ``summary.md``.
+
+Everything else asks this module for these paths; no other module spells the file names.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from seg.artifacts import write_json
+from seg.errors import SegError
+from seg.viz import default_palette
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
+
+MODEL_FILE = "model.pt"
+METRICS_FILE = "metrics.json"
+CLASSES_FILE = "classes.json"
+LAST_CHECKPOINT = "last.ckpt"
+#: The config key that says where checkpoints go; every other checkpoint path follows from it.
+CHECKPOINT_DIR_KEY = "callbacks.model_checkpoint.dirpath"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """The paths of one training run.
+
+    ``checkpoints`` is where the checkpoint callback writes (``callbacks.model_checkpoint.dirpath``);
+    build a ``RunDir`` with :meth:`of` (from the config) or :meth:`of_trainer` (from the running
+    trainer) so that it is never rebuilt by hand.
+
+    The best model of a run: the checkpoint its checkpoint callback ranked best by the monitored
+    metric (``last.ckpt`` when none was ranked yet), chosen by :meth:`ranked_best` while the run
+    ends and recorded in ``metrics.json``. :meth:`best_checkpoint` finds that file again (for
+    ``seg.export``, which needs the Lightning checkpoint); :meth:`model` is the same weights as the
+    TorchScript ``model.pt`` written beside it (for ``seg.evaluate`` and ``seg.predict``).
+    ``resume=`` continues from :attr:`last_checkpoint`, not from the best one.
+    """
+
+    path: Path
+    checkpoints: Path
+
+    @classmethod
+    def of(cls, path: str | Path, cfg: DictConfig | None = None) -> RunDir:
+        """The run in ``path``; its checkpoint folder from ``cfg`` (else the run's saved config)."""
+        path = Path(path)
+        if cfg is None:
+            saved = cls(path, path).saved_config()
+            cfg = OmegaConf.load(saved) if saved else None
+        return cls(path, _checkpoint_dir(cfg, path))
+
+    @classmethod
+    def of_trainer(cls, trainer: pl.Trainer, path: str | Path | None = None) -> RunDir:
+        """The run a trainer writes: ``path`` (default: the trainer's ``default_root_dir``, which
+        is ``paths.output_dir``) and the trainer's checkpoint callback's ``dirpath``."""
+        checkpoint = trainer.checkpoint_callback
+        if checkpoint is None or checkpoint.dirpath is None:  # Lightning sets dirpath at setup
+            raise RuntimeError("the trainer has no ModelCheckpoint callback with a dirpath yet")
+        return cls(Path(path or trainer.default_root_dir), Path(checkpoint.dirpath))
+
+    # The config.
+    @property
+    def hydra_config(self) -> Path:
+        return self.path / ".hydra" / "config.yaml"
+
+    @property
+    def overrides(self) -> Path:
+        return self.path / ".hydra" / "overrides.yaml"
+
+    @property
+    def resolved_config(self) -> Path:
+        return self.path / "config_resolved.yaml"
+
+    @property
+    def config_tree(self) -> Path:
+        return self.path / "config_tree.txt"
+
+    @property
+    def run_info(self) -> Path:
+        return self.path / "run_info.json"
+
+    def saved_config(self) -> Path | None:
+        """The config the run started with: Hydra's copy, else the resolved one (a run started
+        from Python rather than the command line), else None."""
+        for path in (self.hydra_config, self.resolved_config):
+            if path.is_file():
+                return path
+        return None
+
+    # What the run wrote.
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.checkpoints / LAST_CHECKPOINT
+
+    @property
+    def model_file(self) -> Path:
+        return self.path / MODEL_FILE
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / METRICS_FILE
+
+    @property
+    def classes(self) -> Path:
+        return self.path / CLASSES_FILE
+
+    @property
+    def images(self) -> Path:
+        return self.path / "images"
+
+    @property
+    def export_dir(self) -> Path:
+        return self.path / "export"
+
+    def eval_dir(self, split: str) -> Path:
+        return self.path / "eval" / split
+
+    def read_metrics(self) -> dict[str, Any] | None:
+        """The content of ``metrics.json``, or None when the run has not written one."""
+        return json.loads(self.metrics.read_text()) if self.metrics.is_file() else None
+
+    # The best model.
+    @staticmethod
+    def ranked_best(checkpoint: pl.callbacks.ModelCheckpoint) -> str:
+        """The checkpoint callback's best file, or its last one when it ranked none ('' if neither)."""
+        return checkpoint.best_model_path or checkpoint.last_model_path
+
+    def best_checkpoint(self) -> Path:
+        """The run's best checkpoint (see the class docstring); found by name in :attr:`checkpoints`
+        when the run directory was moved after ``metrics.json`` recorded it."""
+        recorded = ((self.read_metrics() or {}).get("paths") or {}).get("best_checkpoint")
+        if recorded:
+            for candidate in (Path(recorded), self.checkpoints / Path(recorded).name):
+                if candidate.is_file():
+                    return candidate
+        if self.last_checkpoint.is_file():
+            return self.last_checkpoint
+        raise SegError(
+            f"{self.path} holds neither a best checkpoint named in {METRICS_FILE} nor "
+            f"{self.last_checkpoint}; pass a training run directory or a .ckpt file"
+        )
+
+    def model(self) -> Path:
+        """``model.pt``: the best checkpoint's network as TorchScript, written when the run ends."""
+        if not self.model_file.is_file():
+            raise SegError(f"{self.path} holds no {MODEL_FILE}; pass a training run directory or a model")
+        return self.model_file
+
+
+def _checkpoint_dir(cfg: DictConfig | None, run_dir: Path) -> Path:
+    """``callbacks.model_checkpoint.dirpath`` of ``cfg`` with ``paths.output_dir`` set to ``run_dir``."""
+    default = run_dir / "checkpoints"
+    if cfg is None:
+        return default
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        if OmegaConf.select(cfg, "paths") is not None:
+            cfg.paths.output_dir = str(run_dir)
+    try:
+        dirpath = OmegaConf.select(cfg, CHECKPOINT_DIR_KEY, default=None)
+    except Exception:  # an interpolation that needs Hydra: the default layout
+        return default
+    return Path(dirpath) if dirpath else default
+
+
+@dataclass(frozen=True)
+class SweepDir:
+    """A multirun's folder: one run directory per job, and the summary of them all."""
+
+    path: Path
+
+    @property
+    def summary_csv(self) -> Path:
+        return self.path / "summary.csv"
+
+    @property
+    def summary_md(self) -> Path:
+        return self.path / "summary.md"
+
+    def jobs(self) -> list[RunDir]:
+        """The job run directories (those with Hydra's overrides), in job order."""
+        found = [p for p in self.path.iterdir() if (p / ".hydra" / "overrides.yaml").is_file()]
+        found.sort(key=lambda p: (0, int(p.name), "") if p.name.isdigit() else (1, 0, p.name))
+        return [RunDir.of(p) for p in found]
+
+
+@dataclass
+class ClassInfo:
+    """What the output channels of a model mean: the schema of ``classes.json``."""
+
+    class_names: list[str]
+    palette: list[list[int]]
+    ignore_index: int | None = None
+    in_channels: int = 3
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @classmethod
+    def generated(cls, num_classes: int, in_channels: int = 3) -> ClassInfo:
+        """Placeholder names and colours, for a model saved without ``classes.json``."""
+        return cls(
+            [f"class_{i}" for i in range(num_classes)], default_palette(num_classes), None, in_channels
+        )
+
+    @classmethod
+    def read(cls, path: Path) -> ClassInfo:
+        data = json.loads(path.read_text())
+        names = list(data["class_names"])
+        palette = data.get("palette") or default_palette(len(names))
+        return cls(names, palette, data.get("ignore_index"), int(data.get("in_channels", 3)))
+
+    @classmethod
+    def beside(cls, model_path: Path) -> Path | None:
+        """The ``classes.json`` next to a model file, or in the run directory above it."""
+        for folder in (model_path.parent, model_path.parent.parent):
+            if (folder / CLASSES_FILE).is_file():
+                return folder / CLASSES_FILE
+        return None
+
+    def write(self, folder: Path) -> Path:
+        """Write ``classes.json`` into ``folder``; return its path."""
+        return write_json(folder / CLASSES_FILE, self.to_json())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "class_names": self.class_names,
+            "num_classes": self.num_classes,
+            "ignore_index": self.ignore_index,
+            "palette": self.palette,
+            "in_channels": self.in_channels,
+            "input": "float32 (B, C, H, W) scaled to [0, 1]; any H and W (multiples of 16 for ONNX and .pt2)",
+            "output": "logits (B, num_classes, H, W)",
+        }
