@@ -172,7 +172,7 @@ class KMeansColours(MaskDecoder):
 
     The clusters are fitted once with a fixed seed on pixels sampled from the training masks,
     ordered from the most to the least frequent, and cached as JSON; pass ``centres`` to reuse
-    a known set (for example from a run's ``classes.json``).
+    a known set (for example from a run's classes file, ``RunDir.classes``).
 
     Args:
         num_classes: number of clusters (13 in the original recipe).

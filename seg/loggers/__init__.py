@@ -103,13 +103,13 @@ def log_run_outputs(
 
 
 def where(loggers: Iterable[Logger]) -> dict[str, Any]:
-    """Where each logger keeps this run, by kind (for ``metrics.json`` and the final report)."""
+    """Where each logger keeps this run, by kind (for the run's metrics file and the final report)."""
     found: dict[str, Any] = {}
     for logger in loggers:
         kind = kind_of(logger)
         try:
             location = kind.where(logger)
-        except Exception as error:  # a tracker gone must not cost the run's metrics.json
+        except Exception as error:  # a tracker gone must not cost the run's metrics file
             location = f"unknown ({type(error).__name__}: {error})"
         if location is not None:
             found[kind.name] = location
