@@ -6,7 +6,6 @@ import csv
 import io
 import json
 import logging
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from seg.artifacts import atomic_path
+from seg.reports import tables
+from seg.reports.tables import is_number as _is_number
 
 log = logging.getLogger(__name__)
 
@@ -92,24 +93,10 @@ def summarize_sweep(sweep_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not math.isnan(value)
-
-
-def _cell(value: Any, column: str) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return "nan" if math.isnan(value) else f"{value:.1f}" if column == "seconds" else f"{value:.4f}"
-    return str(value).replace("|", "/")
-
-
 def markdown(rows: list[dict[str, Any]]) -> str:
     """The rows as a Markdown table; the best job is marked with a star."""
-    lines = ["| best | " + " | ".join(COLUMNS) + " |", "|" + " --- |" * (len(COLUMNS) + 1)]
-    for row in rows:
-        lines.append(f"| {row.get('best', '')} | " + " | ".join(_cell(row.get(c), c) for c in COLUMNS) + " |")
-    return "\n".join(lines) + "\n"
+    columns = [tables.Column(c, fmt="{:.1f}" if c == "seconds" else None) for c in ("best", *COLUMNS)]
+    return tables.markdown_table(rows, columns, floats="{:.4f}", nan="nan")
 
 
 class SweepSummary(Callback):
