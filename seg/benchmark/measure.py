@@ -43,8 +43,8 @@ class _Bench:
             self.peaks[precision] = matmul_peak(self.bench.matmul_size, dtype, self.device)
         return self.peaks[precision]
 
-    def training_row(self, name: str, times: list[float], precision: str, note: str) -> Row:
-        rate = median_rate(times, self.bench.batch_size)
+    def training_row(self, name: str, cfg: DictConfig, times: list[float], precision: str, note: str) -> Row:
+        rate = median_rate(times, int(cfg.data.batch_size))
         gflops = rate * self.per_image_gflop
         return Row(
             name, rate, precision, gflops=gflops, peak_fraction=gflops / self.peak(precision), note=note
@@ -62,7 +62,7 @@ class _Bench:
         self.progress("reference: the configured network, loss and optimizer in a plain loop, fp32, NCHW...")
         images, masks = v.reference_batches(cfg, 4)
         times = v.reference_loop(cfg, images, masks, self.device, b.warmup, b.steps)
-        self.rows.append(self.training_row("reference", times, "32-true", "plain loop, fp32, NCHW"))
+        self.rows.append(self.training_row("reference", cfg, times, "32-true", "plain loop, fp32, NCHW"))
 
     def lightning(self, name: str) -> None:
         profile = name == "seg-default" and "profile" in self.wanted
@@ -81,7 +81,7 @@ class _Bench:
         note = f"Lightning, {precision}, {layout}"
         if compiled:
             note = f"+ torch.compile; first step {run.first_step:.0f} s"
-        self.rows.append(self.training_row(name, run.times, run.precision, note))
+        self.rows.append(self.training_row(name, cfg, run.times, run.precision, note))
         self.parameters = run.parameters
         self.profile = self.profile or run.profile
 

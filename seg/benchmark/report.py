@@ -29,16 +29,17 @@ _PROFILE = [
 
 def markdown(results: dict[str, Any]) -> str:
     """The results as Markdown: the machine and settings, the variants table and the profile."""
-    m, c, net = results["machine"], results["config"], results["train_config"]["model"]["net"]
+    m, c, train = results["machine"], results["config"], results["train_config"]
+    net, data = train["model"]["net"], train["data"]
     peaks = ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in results["matmul_peak_gflops"].items())
     gpu = f", GPU {m['gpu']}" if m["gpu"] else ""
-    size = f"{c['image_size']}x{c['image_size']}"
+    size = f"{data['image_size']}x{data['image_size']}"
     extra = f" and {', '.join(c['train_overrides'])}" if c["train_overrides"] else ""
     lines = [
         f"Machine: {m['cpu']} ({m['cores']} cores, {m['threads']} torch threads, native bf16: "
         f"{m['native_bf16']}){gpu}; torch {m['torch']}, Lightning {m['lightning']}.",
         f"conf/train.yaml with base_channels {net['base_channels']} ({results['parameters'] / 1e6:.1f}M "
-        f"parameters), {net['num_classes']} classes, {size}, batch {c['batch_size']}{extra}; medians of "
+        f"parameters), {net['num_classes']} classes, {size}, batch {data['batch_size']}{extra}; medians of "
         f"{c['steps']} steps after {c['warmup']} warm-up steps. A training step costs "
         f"{results['train_step_gflop_per_image']:.1f} GFLOP per image (counted). "
         f"Matmul {c['matmul_size']}^2 peak: {peaks}.",
