@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from seg.data.datamodule import SegmentationDataModule
 from seg.errors import SegError
 from seg.inference import Predictor, load_model
 from seg.metrics import build_metrics, metric_key, summarize
+from seg.reports import tables
 from seg.rundir import METRICS_FILE, ClassInfo, RunDir
 from seg.viz import confusion_matrix_figure, sample_panel_figure, save_figure
 
@@ -56,25 +56,29 @@ def per_class_table(
     return rows
 
 
-def _fmt(value: float) -> str:
-    return "-" if value is None or math.isnan(value) else f"{100 * value:.1f}"
+def _percent(value: float) -> str:
+    return f"{100 * value:.1f}"
+
+
+_COLUMNS = [
+    tables.Column("class"),
+    tables.Column("dice", "Dice", _percent, "right"),
+    tables.Column("iou", "IoU", _percent, "right"),
+    tables.Column("accuracy", "accuracy", _percent, "right"),
+    tables.Column("pixel_share", "pixels", _percent, "right"),
+]
 
 
 def markdown_table(rows: Sequence[dict[str, Any]], means: dict[str, float]) -> str:
     """The per-class table in Markdown (percent), with the means as the last row."""
-    lines = ["| class | Dice | IoU | accuracy | pixels |", "| --- | ---: | ---: | ---: | ---: |"]
-    for row in rows:
-        lines.append(
-            f"| {row['class']} | {_fmt(row['dice'])} | {_fmt(row['iou'])} | "
-            f"{_fmt(row['accuracy'])} | {_fmt(row['pixel_share'])} |"
-        )
-    lines.append(
-        f"| **mean** | **{_fmt(means['dice'])}** | **{_fmt(means['iou'])}** | "
-        f"**{_fmt(means['class_accuracy'])}** | |"
-    )
-    lines.append("")
-    lines.append(f"Global pixel accuracy: {_fmt(means['pixel_accuracy'])}%")
-    return "\n".join(lines) + "\n"
+    footer = {
+        "class": "mean",
+        "dice": means["dice"],
+        "iou": means["iou"],
+        "accuracy": means["class_accuracy"],
+    }
+    table = tables.markdown_table(rows, _COLUMNS, footer=footer)
+    return f"{table}\nGlobal pixel accuracy: {tables.cell(means['pixel_accuracy'], _percent)}%\n"
 
 
 def evaluate(cfg: DictConfig, default_output: Path) -> dict[str, Any]:

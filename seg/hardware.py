@@ -4,11 +4,32 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import platform
 from pathlib import Path
 
 import torch
 
 _BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+@functools.cache
+def cpuinfo() -> dict[str, str]:
+    """The first processor's fields in ``/proc/cpuinfo`` (``model name``, ``flags``...); empty
+    where the system has no such file."""
+    path = Path("/proc/cpuinfo")
+    fields: dict[str, str] = {}
+    if path.is_file():
+        for line in path.read_text(errors="ignore").splitlines():
+            if not line.strip():
+                break  # the end of the first processor's block
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
+def cpu_name() -> str:
+    """The CPU's model name, e.g. ``Intel(R) Xeon(R) Platinum 8480C``."""
+    return cpuinfo().get("model name") or platform.processor() or platform.machine()
 
 
 @functools.cache
@@ -18,14 +39,8 @@ def cpu_has_native_bf16() -> bool:
     Without it, bf16 autocast on CPU emulates the arithmetic and convolutions can run many
     times slower than fp32, so the CPU trainer falls back to 32-bit.
     """
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        flags: set[str] = set()
-        for line in cpuinfo.read_text(errors="ignore").splitlines():
-            if line.startswith("flags"):
-                flags.update(line.split(":", 1)[1].split())
-                break
-        return any(flag in flags for flag in _BF16_FLAGS)
+    if "flags" in cpuinfo():
+        return any(flag in cpuinfo()["flags"].split() for flag in _BF16_FLAGS)
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
 

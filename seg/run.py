@@ -48,6 +48,32 @@ def _instantiate_all(group: DictConfig | None) -> list[Any]:
     return [item for item in built if item is not None]
 
 
+def build_module(cfg: DictConfig, datamodule: SegmentationDataModule) -> SegmentationModule:
+    """The LightningModule ``cfg`` describes, for ``datamodule``'s classes (median-frequency class
+    weights are computed from its training split and written into ``cfg.loss``)."""
+    if cfg.loss.get("class_weights") == "median_frequency":
+        cfg.loss.class_weights = datamodule.median_frequency_weights()
+        log.info("Median-frequency class weights: %s", cfg.loss.class_weights)
+    return instantiate(
+        cfg.model,
+        loss=cfg.loss,
+        scheduler=cfg.get("scheduler"),
+        class_names=datamodule.class_names,
+        palette=datamodule.palette,
+        ignore_index=datamodule.ignore_index,
+        _recursive_=False,
+    )
+
+
+def build_trainer(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> pl.Trainer:
+    """``cfg.trainer`` with the configured loggers and callbacks, plus ``callbacks``."""
+    loggers = _instantiate_all(cfg.get("logger"))
+    built = [*_instantiate_all(cfg.get("callbacks")), *callbacks]
+    if not loggers:  # the learning-rate monitor has nowhere to write without a logger
+        built = [c for c in built if not isinstance(c, pl.callbacks.LearningRateMonitor)]
+    return instantiate(cfg.trainer, callbacks=built, logger=loggers or False)
+
+
 def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Train (or, with ``cfg.resume``, continue a run), test the best weights, export them.
 
@@ -73,29 +99,13 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     datamodule: SegmentationDataModule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")  # reads and checks the data before anything slow starts
-    if cfg.loss.get("class_weights") == "median_frequency":
-        cfg.loss.class_weights = datamodule.median_frequency_weights()
-        log.info("Median-frequency class weights: %s", cfg.loss.class_weights)
-
-    module: SegmentationModule = instantiate(
-        cfg.model,
-        loss=cfg.loss,
-        scheduler=cfg.get("scheduler"),
-        class_names=datamodule.class_names,
-        palette=datamodule.palette,
-        ignore_index=datamodule.ignore_index,
-        _recursive_=False,
-    )
+    module = build_module(cfg, datamodule)
     history = MetricsHistory()
     stop = GracefulStop()
-    loggers = _instantiate_all(cfg.get("logger"))
-    callbacks = [*_instantiate_all(cfg.get("callbacks")), history, stop]
-    if not loggers:  # the learning-rate monitor has nowhere to write without a logger
-        callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
-    for callback in callbacks:
+    trainer = build_trainer(cfg, [history, stop])
+    for callback in trainer.callbacks:
         if isinstance(callback, TrainingBudget):
             callback.start = began
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     if trainer.checkpoint_callback is None:
         raise RuntimeError("training needs a ModelCheckpoint callback (callbacks.model_checkpoint)")
     if checkpoint is not None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +15,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from seg.artifacts import atomic_path, write_json
+from seg.reports import tables
+from seg.reports.tables import is_number as _is_number
 from seg.rundir import METRICS_FILE, RunDir, SweepDir
 
 log = logging.getLogger(__name__)
@@ -108,24 +109,10 @@ def summarize_sweep(sweep_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not math.isnan(value)
-
-
-def _cell(value: Any, column: str) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return "nan" if math.isnan(value) else f"{value:.1f}" if column == "seconds" else f"{value:.4f}"
-    return str(value).replace("|", "/")
-
-
 def markdown(rows: list[dict[str, Any]], columns: Sequence[str] = COLUMNS) -> str:
     """The rows as a Markdown table; the best job is marked with a star."""
-    lines = ["| best | " + " | ".join(columns) + " |", "|" + " --- |" * (len(columns) + 1)]
-    for row in rows:
-        lines.append(f"| {row.get('best', '')} | " + " | ".join(_cell(row.get(c), c) for c in columns) + " |")
-    return "\n".join(lines) + "\n"
+    shown = [tables.Column(c, fmt="{:.1f}" if c == "seconds" else None) for c in ("best", *columns)]
+    return tables.markdown_table(rows, shown, floats="{:.4f}", nan="nan")
 
 
 class SweepSummary(Callback):

@@ -1,4 +1,4 @@
-"""A fast smoke test of the benchmark (the real numbers live in README and bench.md)."""
+"""The benchmark at tiny sizes: it measures what seg.train builds from the composed config."""
 
 from __future__ import annotations
 
@@ -6,58 +6,92 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import CONF_DIR, run_cli
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf import DictConfig
 
-from seg.benchmark import BenchConfig, run_bench
+from seg.benchmark import run_bench
+from seg.models.unet import UNet
 
-TINY_BENCH = {
-    "base_channels": 4,
-    "image_size": 32,
-    "batch_size": 2,
-    "steps": 2,
-    "warmup": 1,
-    "matmul_size": 128,
-    "memory_image_size": 32,
-    "memory_batch_size": 2,
-    "memory_steps": 1,
-    "data_batches": 2,
-    "num_workers": 0,
-    "inference_batches": [1, 2],
-    "camvid_root": None,
-}
+#: Sizes that make every variant take a second or two; a small generated dataset.
+TINY_BENCH = [
+    "base_channels=4",
+    "image_size=32",
+    "batch_size=2",
+    "steps=2",
+    "warmup=1",
+    "matmul_size=128",
+    "memory_image_size=32",
+    "memory_batch_size=2",
+    "memory_steps=1",
+    "data_batches=2",
+    "num_workers=0",
+    "inference_batches=[1,2]",
+]
+SMALL_DATA = ["data.generator.num_train=32", "data.generator.num_val=4", "data.generator.num_test=4"]
+
+
+def _bench_cfg(tmp_path: Path, data_cache: Path, *overrides: str, train: list[str] = ()) -> DictConfig:
+    """``conf/bench.yaml`` composed as ``python -m seg.bench`` would, outputs in ``tmp_path``."""
+    quoted = ",".join(f'"{o}"' for o in [*SMALL_DATA, *train])
+    paths = [f"paths.output_dir={tmp_path}", f"paths.data_dir={data_cache}", f"paths.log_dir={tmp_path}"]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("bench", [*TINY_BENCH, *paths, f"train_overrides=[{quoted}]", *overrides])
 
 
 @pytest.mark.slow
 def test_bench_measures_every_variant(tmp_path: Path, data_cache: Path) -> None:
-    variants = ["reference", "lightning-same", "seg-default", "data", "inference", "memory"]
-    cfg = BenchConfig(**TINY_BENCH, variants=variants, output_dir=str(tmp_path), data_dir=str(data_cache))
-    results = run_bench(cfg, progress=lambda _: None)
+    variants = "variants=[reference,lightning-same,seg-default,data,inference,memory,profile]"
+    results = run_bench(_bench_cfg(tmp_path, data_cache, variants), progress=lambda _: None)
     rows = {row["name"]: row for row in results["rows"]}
-    assert {"reference", "lightning-same", "seg-default", "data synthetic"} <= set(rows)
-    assert {"inference eager b1", "inference torchscript b2", "memory 32-true"} <= set(rows)
-    assert rows["reference"]["ratio"] == 1.0
+    assert set(rows) == {
+        "reference", "lightning-same", "seg-default", "data", "inference eager b1",
+        "inference torchscript b1", "inference eager b2", "inference torchscript b2",
+        "memory lightning-same", "memory seg-default",
+    }  # fmt: skip
     for name in ("reference", "lightning-same", "seg-default"):
         assert rows[name]["images_per_s"] > 0 and 0 < rows[name]["peak_fraction"] < 10
-    assert rows["data synthetic"]["ratio"] > 0
+    assert rows["lightning-same"]["precision"] == "32-true"
+    assert rows["lightning-same"]["ratio"] == pytest.approx(
+        rows["lightning-same"]["images_per_s"] / rows["reference"]["images_per_s"]
+    )
+    assert rows["data"]["ratio"] > 0 and rows["memory seg-default"]["memory_mb"] > 0
     assert results["train_step_gflop_per_image"] > 0
+    assert 0 < sum(p["percent"] for p in results["profile"]) <= 100 + 1e-6
     assert json.loads((tmp_path / "bench.json").read_text())["machine"]["cores"] >= 1
-    assert "| seg-default |" in (tmp_path / "bench.md").read_text()
+    markdown = (tmp_path / "bench.md").read_text()
+    assert "| seg-default |" in markdown and "| operator | % of step | ms | calls |" in markdown
 
 
 @pytest.mark.slow
-def test_bench_command_line(tmp_path: Path) -> None:
-    overrides = [f"{k}={v}" for k, v in TINY_BENCH.items() if k != "camvid_root"]
+def test_bench_trains_what_the_composed_config_describes(tmp_path: Path, data_cache: Path) -> None:
+    train = ["model.net.base_channels=8", "trainer.precision=32-true"]
+    cfg = _bench_cfg(tmp_path, data_cache, "variants=[seg-default]", train=train)
+    results = run_bench(cfg, progress=lambda _: None)
+    (row,) = results["rows"]
+    assert row["precision"] == "32-true"  # as the trainer ran, whatever this CPU's fast path is
+    # the network that trained is the 8-channel one the override asks for, not base_channels=4
+    assert results["parameters"] == sum(p.numel() for p in UNet(3, 13, 8).parameters())
+    assert results["parameters"] != sum(p.numel() for p in UNet(3, 13, 4).parameters())
+    assert results["train_config"]["model"]["net"]["base_channels"] == 8
+    assert "conf/train.yaml with base_channels 8" in (tmp_path / "bench.md").read_text()
+
+
+@pytest.mark.slow
+def test_bench_command_line(tmp_path: Path, data_cache: Path) -> None:
+    quoted = ",".join(f'"{o}"' for o in SMALL_DATA)
     result = run_cli(
-        [
-            "seg.bench",
-            *overrides,
-            "camvid_root=null",
-            "variants=[reference,inference]",
-            f"paths.log_dir={tmp_path}",
-        ],
+        ["seg.bench", *TINY_BENCH, "variants=[reference,inference]", f"train_overrides=[{quoted}]",
+         f"paths.log_dir={tmp_path}", f"paths.data_dir={data_cache}"],
         cwd=tmp_path,
-    )
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert "| reference |" in result.stdout
     (run,) = (tmp_path / "bench" / "runs").iterdir()
     assert (run / "bench.json").is_file() and (run / "bench.md").is_file()
+
+
+def test_unknown_bench_key_is_an_error(tmp_path: Path, data_cache: Path) -> None:
+    with pytest.raises(ConfigCompositionException, match="Could not override 'base_channel'"):
+        _bench_cfg(tmp_path, data_cache, "base_channel=16")

@@ -1,0 +1,1 @@
+"""What people read: Markdown tables of evaluations, sweeps and benchmarks."""
