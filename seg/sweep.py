@@ -16,7 +16,6 @@ from omegaconf import DictConfig
 
 from seg.artifacts import atomic_path, write_json
 from seg.reports import tables
-from seg.reports.tables import is_number as _is_number
 from seg.rundir import METRICS_FILE, RunDir, SweepDir
 
 log = logging.getLogger(__name__)
@@ -89,7 +88,7 @@ def summarize_sweep(sweep_dir: Path) -> list[dict[str, Any]]:
             values.setdefault(key.lstrip("+~"), set()).add(value)
     varying = {k for k, v in values.items() if len(v) > 1}
     rows = [_job_row(job, varying) for job in jobs]
-    finished = [r for r in rows if str(r.get("status")) == "finished" and _is_number(r.get("score"))]
+    finished = [r for r in rows if str(r.get("status")) == "finished" and tables.is_number(r.get("score"))]
     best = None
     if len({(r["monitor"], r["mode"]) for r in finished}) == 1:
         pick = min if finished[0]["mode"] == "min" else max
