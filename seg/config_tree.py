@@ -1,4 +1,5 @@
-"""The composed config as a tree: printed when a run starts, saved beside its outputs."""
+"""The composed config as a tree: printed when a run starts, saved beside its outputs; and as
+dotted leaves (``data.batch_size``), which debug reports, resume checks and the docs compare."""
 
 from __future__ import annotations
 
@@ -15,7 +16,15 @@ from rich.tree import Tree
 from seg.artifacts import atomic_path
 
 
-def _scalar(value: Any) -> str:
+def leaves(node: Any, prefix: str = "") -> dict[str, Any]:
+    """``dotted.key -> value`` for every leaf of a plain config container (an empty mapping is a
+    leaf); interpolations stay as written unless the container was resolved."""
+    if isinstance(node, dict) and node:
+        return {k: v for key, value in node.items() for k, v in leaves(value, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): node}
+
+
+def scalar(value: Any) -> str:
     """A value as YAML writes it: ``null``, ``true``, ``3e-3``..."""
     if value is None or isinstance(value, bool):
         return {None: "null", True: "true", False: "false"}[value]
@@ -36,9 +45,9 @@ def _add(branch: Tree, node: DictConfig | ListConfig) -> None:
         if nested and value:
             _add(branch.add(_label(key)), value)
         elif isinstance(value, ListConfig):
-            branch.add(_label(key, f"[{', '.join(_scalar(v) for v in value)}]"))
+            branch.add(_label(key, f"[{', '.join(scalar(v) for v in value)}]"))
         else:
-            branch.add(_label(key, _scalar(value)))
+            branch.add(_label(key, scalar(value)))
 
 
 def config_tree(cfg: DictConfig) -> Tree:

@@ -6,34 +6,29 @@ The change list is the difference between the run's config and the same command 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 from hydra import compose
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+
+from seg.config_tree import leaves, scalar
+
+log = logging.getLogger(__name__)
 
 _MISSING = object()
 
 
-def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
-    """Dotted keys to leaf values, interpolations as written (``${paths.output_dir}``)."""
-    if isinstance(node, dict) and node:
-        return {k: v for key, value in node.items() for k, v in _flat(value, f"{prefix}{key}.").items()}
-    return {prefix.rstrip("."): node}
-
-
 def _shown(value: Any) -> str:
-    if value is _MISSING:
-        return "unset"
-    if value is None or isinstance(value, bool):
-        return {None: "null", True: "true", False: "false"}[value]
-    return str(value)
+    return "unset" if value is _MISSING else scalar(value)
 
 
 def changes(debugged: DictConfig, plain: DictConfig) -> list[str]:
     """``key: before -> after`` for every value ``debugged`` sets differently from ``plain``."""
-    after = _flat(OmegaConf.to_container(debugged, resolve=False))
-    before = _flat(OmegaConf.to_container(plain, resolve=False))
+    after = leaves(OmegaConf.to_container(debugged, resolve=False))
+    before = leaves(OmegaConf.to_container(plain, resolve=False))
     changed = [key for key in after if before.get(key, _MISSING) != after[key]]
     removed = [key for key in before if key not in after and not any(k.startswith(f"{key}.") for k in after)]
     return [
@@ -50,3 +45,12 @@ def debug_changes(config_name: str, overrides: Sequence[str], debugged: DictConf
     """
     rest = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] != "debug"]
     return changes(debugged, compose(config_name=config_name, overrides=rest))
+
+
+def report_debug_changes(cfg: DictConfig, overrides: Sequence[str]) -> None:
+    """Log what this run's ``debug=`` option changed (nothing when there is none)."""
+    hydra_cfg = HydraConfig.get()
+    debug = hydra_cfg.runtime.choices.get("debug")
+    if debug:
+        changed = debug_changes(hydra_cfg.job.config_name, overrides, cfg)
+        log.info("debug=%s changes %d values:%s", debug, len(changed), "".join(f"\n  {c}" for c in changed))

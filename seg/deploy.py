@@ -19,7 +19,8 @@ from torch import nn
 
 from seg.artifacts import atomic_path
 from seg.errors import SegError
-from seg.rundir import MODEL_FILE
+from seg.inference import load_model
+from seg.rundir import MODEL_FILE, RunDir
 
 
 def deployable(net: nn.Module) -> nn.Module:
@@ -108,3 +109,24 @@ def export_format(name: str) -> ExportFormat:
 def export(net: nn.Module, path: str | os.PathLike[str], fmt: str) -> Path:
     """Write ``net`` to ``path`` in format ``fmt`` (a key of ``FORMATS``)."""
     return export_format(fmt).write(net, path)
+
+
+def checkpoint_of(path: Path) -> tuple[Path, RunDir]:
+    """The checkpoint to export and its run: a run directory's best checkpoint, or a ``.ckpt``
+    file (whose run is the folder above its checkpoint folder)."""
+    if path.is_dir():
+        run_dir = RunDir.of(path)
+        return run_dir.best_checkpoint(), run_dir
+    if path.suffix != ".ckpt":
+        raise SegError(f"model_path {path} must be a .ckpt checkpoint or a training run directory")
+    return path, RunDir.of(path.parent.parent)
+
+
+def export_run(model_path: str | os.PathLike[str], fmt: str, output: str | None = None) -> tuple[Path, Path]:
+    """Export a run's best weights (or a ``.ckpt``) as ``fmt`` with its classes file beside it,
+    into ``output`` or the run's export folder. Returns the model file and the classes file."""
+    chosen = export_format(fmt)
+    checkpoint, run_dir = checkpoint_of(Path(model_path))
+    net, info, _ = load_model(checkpoint)
+    folder = Path(output) if output else run_dir.export_dir
+    return export(net, folder / chosen.file_name, fmt), info.write(folder)

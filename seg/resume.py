@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from seg.config_tree import leaves
 from seg.errors import ConfigError, SegError
 from seg.rundir import RunDir
 
@@ -52,16 +52,10 @@ def _safe(key: str) -> bool:
     return key.startswith(SAFE_ON_RESUME)
 
 
-def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(node, dict):
-        return {k: v for key, value in node.items() for k, v in _flat(value, f"{prefix}{key}.").items()}
-    return {prefix.rstrip("."): node}
-
-
 def _learned_difference(saved: DictConfig, current: DictConfig) -> str | None:
     """The first key whose value differs between two configs and changes what is learned."""
-    old = _flat(OmegaConf.to_container(saved, resolve=True))
-    new = _flat(OmegaConf.to_container(current, resolve=True))
+    old = leaves(OmegaConf.to_container(saved, resolve=True))
+    new = leaves(OmegaConf.to_container(current, resolve=True))
     for key in sorted(set(old) | set(new)):
         if not _safe(key) and old.get(key) != new.get(key):
             return key

@@ -1,21 +1,27 @@
-"""Sweeps: a summary table of every job at the end of a multirun, and cores shared between jobs."""
+"""Sweeps: each job of a multirun, the value sweepers optimise, the summary table at the end,
+and cores shared between parallel jobs."""
 
 from __future__ import annotations
 
 import csv
 import io
 import logging
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
+from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from seg.artifacts import atomic_path, write_json
+from seg.errors import SegError, user_message
 from seg.reports import tables
+from seg.run import train
 from seg.rundir import METRICS_FILE, RunDir, SweepDir
 
 log = logging.getLogger(__name__)
@@ -153,3 +159,36 @@ def record_failure(output_dir: Path, message: str) -> None:
     else:
         metrics["error"] = message
     write_json(run_dir.metrics, metrics)
+
+
+def objective(metrics: dict[str, Any]) -> float:
+    """The value sweepers optimise: the best monitored score (``val/dice``), NaN if there is none."""
+    best = metrics.get("best")
+    return float("nan") if not best else float(best[metrics["monitor"]])
+
+
+def sweep_job(cfg: DictConfig, overrides: Sequence[str]) -> float:
+    """One job of a multirun: a failure is recorded and reported, and the other jobs go on.
+
+    Every job is tagged ``sweep:<sweep dir name>`` and named ``<sweep dir name>/<job number>``
+    in the loggers, so a tracker groups the jobs of one sweep.
+    """
+    hydra_cfg = HydraConfig.get()
+    sweep = Path(hydra_cfg.sweep.dir).name
+    cfg.tags = [*(cfg.get("tags") or []), f"sweep:{sweep}"]
+    cfg.name = f"{sweep}/{hydra_cfg.job.num}"
+    parallel = hydra_cfg.launcher.get("n_jobs")
+    if parallel is not None:  # jobs share this machine (joblib): do not oversubscribe its cores
+        threads, workers = share_cores(int(parallel), int(cfg.data.num_workers))
+        torch.set_num_threads(threads)
+        cfg.data.num_workers = workers
+    try:
+        return objective(train(cfg, overrides))
+    except SegError as error:
+        message = user_message(error)
+        log.error("error: %s", message, exc_info=bool(cfg.get("full_traceback")))
+    except Exception as error:  # a crash in one job must not stop the sweep
+        log.exception("job failed")
+        message = f"{type(error).__name__}: {error}"
+    record_failure(Path(hydra_cfg.runtime.output_dir), message)
+    return math.nan

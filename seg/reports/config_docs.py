@@ -17,6 +17,8 @@ from typing import Any
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from seg.config_tree import leaves
+
 REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "conf"
 PAGE = REPO / "docs" / "configuration.md"
@@ -104,13 +106,6 @@ def _comments_for(command: str, choices: dict[str, Any]) -> dict[str, str]:
     return comments
 
 
-def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
-    """``dotted.key -> value`` for every leaf of a config tree (an empty mapping is a leaf)."""
-    if isinstance(node, dict) and node:
-        return {k: v for key, value in node.items() for k, v in _leaves(value, f"{prefix}{key}.").items()}
-    return {prefix.rstrip("."): node}
-
-
 def _shown(value: Any) -> str:
     if isinstance(value, list) and len(json.dumps(value)) > _LONGEST_VALUE:
         return f"a list of {len(value)}"
@@ -142,7 +137,7 @@ def command_section(command: str) -> str:
     if groups:
         lines += ["| group | default | options |", "| --- | --- | --- |", *groups, ""]
     lines += ["| key | default | meaning |", "| --- | --- | --- |"]
-    for key, value in _leaves(OmegaConf.to_container(cfg, resolve=False)).items():
+    for key, value in leaves(OmegaConf.to_container(cfg, resolve=False)).items():
         meaning = comments.get(key, "").replace("|", "\\|")
         lines.append(f"| `{key}` | {_shown(value)} | {meaning} |")
     return "\n".join(lines)
