@@ -12,12 +12,12 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from seg import cluster
-from seg.budget import DURATION
 from seg.errors import ConfigError
 from seg.hardware import best_precision
-from seg.progress import stderr_is_terminal
-from seg.resume import AUTO
+from seg.training import cluster
+from seg.training.budget import DURATION
+from seg.training.progress import stderr_is_terminal
+from seg.training.resume import AUTO
 
 
 def _run_dir(resume: str | None, runs: str, stamp: str) -> str:

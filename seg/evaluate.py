@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 
 import seg.config  # noqa: F401  (registers the config resolvers)
 from seg.errors import exit_on_user_error
-from seg.evaluation import evaluate
+from seg.inference.evaluation import evaluate
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")

@@ -6,8 +6,8 @@ import hydra
 from omegaconf import DictConfig
 
 import seg.config  # noqa: F401  (registers the config resolvers)
-from seg.deploy import export_run
 from seg.errors import exit_on_user_error
+from seg.inference.formats import export_run
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="export")

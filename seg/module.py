@@ -17,7 +17,7 @@ from torch import nn
 
 from seg.errors import NonFiniteLossError
 from seg.metrics import MeanDice, build_metrics, summarize
-from seg.viz import default_palette
+from seg.reports.pictures import default_palette
 
 
 def _plain(config: Any) -> Any:

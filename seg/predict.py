@@ -10,8 +10,8 @@ from omegaconf import DictConfig
 
 import seg.config  # noqa: F401  (registers the config resolvers)
 from seg.errors import SegError, exit_on_user_error
-from seg.inference import Predictor, load_model
-from seg.prediction import PredictionReport, predict_files
+from seg.inference.image_files import PredictionReport, predict_files
+from seg.inference.predictor import Predictor, load_model
 
 
 def run(cfg: DictConfig) -> PredictionReport:

@@ -34,7 +34,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from seg.artifacts import write_json
 from seg.errors import SegError
-from seg.viz import default_palette
+from seg.reports.pictures import default_palette
 
 if TYPE_CHECKING:
     import pytorch_lightning as pl

@@ -11,11 +11,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import seg.config  # noqa: F401  (registers the config resolvers)
-from seg.cluster import check_rank, other_rank_overrides
-from seg.debugging import report_debug_changes
 from seg.errors import exit_on_user_error
-from seg.run import train
-from seg.sweep import objective, sweep_job
+from seg.training.cluster import check_rank, other_rank_overrides
+from seg.training.debugging import report_debug_changes
+from seg.training.pipeline import train
+from seg.training.sweeps import objective, sweep_job
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")

@@ -75,7 +75,7 @@ def make_cfg(data_cache: Path, tmp_path: Path) -> Callable[..., DictConfig]:
 @pytest.fixture(scope="session")
 def trained_run(data_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One tiny real training run shared by the tests that inspect its outputs."""
-    from seg.run import train
+    from seg.training.pipeline import train
 
     out = tmp_path_factory.mktemp("trained")
     cfg = compose_train([*TINY, f"paths.data_dir={data_cache}", f"paths.output_dir={out}"])

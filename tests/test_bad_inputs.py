@@ -13,7 +13,7 @@ from fixtures import write_folder
 from PIL import Image
 
 from seg.errors import SegError, user_message
-from seg.run import train
+from seg.training.pipeline import train
 
 
 def _one_error_line(stderr: str) -> str:

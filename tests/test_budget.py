@@ -15,8 +15,8 @@ from conftest import TINY, WITH_FIXTURES, compose_train, run_cli, start_cli, wai
 from hydra.utils import instantiate
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from seg.budget import BudgetSchedule, TrainingBudget, duration_seconds
-from seg.run import train
+from seg.training.budget import BudgetSchedule, TrainingBudget, duration_seconds
+from seg.training.pipeline import train
 
 LR = 3e-3
 #: A tiny run with no epoch limit to speak of: the time budget alone ends it.

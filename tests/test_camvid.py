@@ -68,7 +68,7 @@ def test_camvid_loader_has_11_classes_with_void_ignored() -> None:
 @pytest.mark.slow
 @needs_camvid
 def test_camvid_trains_a_few_steps(tmp_path: Path) -> None:
-    from seg.run import train
+    from seg.training.pipeline import train
 
     cfg = _tiny_camvid(
         tmp_path, "data=camvid", "trainer=cpu", "trainer.max_epochs=1", "trainer.limit_train_batches=3"
@@ -101,7 +101,7 @@ def test_camvid_gpu_recipe_anneals_over_its_epochs_on_any_trainer() -> None:
 @pytest.mark.slow
 @needs_camvid
 def test_camvid_cpu_recipe_keeps_the_best_iou_checkpoint(tmp_path: Path) -> None:
-    from seg.run import train
+    from seg.training.pipeline import train
 
     cfg = _tiny_camvid(
         tmp_path,

@@ -409,7 +409,7 @@ def test_photo_fixture_is_deterministic() -> None:
 def test_a_run_reads_files_as_needed_at_a_size_the_unet_pads(make_cfg: Any) -> None:
     """``data.cache=false`` trains as well as the default, and 40 px (not a multiple of 16) is a
     valid size: the U-Net pads it."""
-    from seg.run import train
+    from seg.training.pipeline import train
 
     cfg = make_cfg(
         "data.cache=false", "data.image_size=40", "data.generator.num_train=32", "trainer.max_epochs=2"

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from conftest import TINY, run_cli
 
-from seg.run import train
+from seg.training.pipeline import train
 
 
 @pytest.mark.slow

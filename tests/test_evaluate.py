@@ -14,7 +14,7 @@ from hydra.utils import instantiate
 from PIL import Image
 
 from seg.errors import SegError
-from seg.evaluation import evaluate
+from seg.inference.evaluation import evaluate
 from seg.metrics import metric_key
 from seg.module import SegmentationModule
 from seg.rundir import RunDir

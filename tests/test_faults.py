@@ -27,10 +27,10 @@ from conftest import (
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from seg.artifacts import atomic_path, write_json
-from seg.deploy import export_torchscript
 from seg.errors import NonFiniteLossError
+from seg.inference.formats import export_torchscript
 from seg.models.unet import UNet
-from seg.run import train
+from seg.training.pipeline import train
 
 
 @pytest.mark.slow

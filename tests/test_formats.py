@@ -10,7 +10,7 @@ import torch
 from conftest import compose_train
 from fixtures import CITYSCAPES_PALETTE, write_folder, write_pairs
 
-from seg.run import train
+from seg.training.pipeline import train
 
 FAST = [
     "data.num_workers=0",

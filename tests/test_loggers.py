@@ -46,7 +46,7 @@ def test_many_loggers_hold_every_class(make_cfg: Callable[..., Any], tmp_path: P
     pytest.importorskip("mlflow")
     from mlflow.tracking import MlflowClient
 
-    from seg.run import train
+    from seg.training.pipeline import train
 
     logs = tmp_path / "logs"  # the local MLflow store lives beside the run directories
     cfg = make_cfg(
@@ -159,7 +159,7 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
 
 @pytest.mark.slow
 def test_training_run_reaches_a_real_mlflow_server(mlflow_server: str, make_cfg: Callable[..., Any]) -> None:
-    from seg.run import train
+    from seg.training.pipeline import train
 
     cfg = make_cfg("logger=mlflow", f"logger.mlflow.tracking_uri={mlflow_server}", "trainer.max_epochs=2")
     metrics = train(cfg)
@@ -195,7 +195,7 @@ def test_training_run_reaches_a_real_mlflow_server(mlflow_server: str, make_cfg:
 def test_unreachable_mlflow_server_is_one_line(make_cfg: Callable[..., Any]) -> None:
     pytest.importorskip("mlflow")
     from seg.errors import user_message
-    from seg.run import train
+    from seg.training.pipeline import train
 
     uri = f"http://127.0.0.1:{_free_port()}"
     cfg = make_cfg("logger=mlflow", f"logger.mlflow.tracking_uri={uri}", "trainer.max_epochs=1")
@@ -237,7 +237,7 @@ def _wandb_records(path: Path) -> Iterator[Any]:
 @pytest.mark.slow
 def test_wandb_runs_offline_without_an_api_key(make_cfg: Callable[..., Any]) -> None:
     pytest.importorskip("wandb")
-    from seg.run import train
+    from seg.training.pipeline import train
 
     cfg = make_cfg("logger=wandb", "trainer.max_epochs=2", "tags=[offline]")
     metrics = train(cfg)

@@ -137,7 +137,7 @@ def _data_parallel_reference(cfg: DictConfig) -> tuple[list[dict[str, float]], d
     broadcasts rank 0's buffers before every forward pass). Returns each epoch's validation
     metrics, from one process, and the final weights.
     """
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)  # as seg.run.train does
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)  # as seg.training.pipeline.train does
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")

@@ -14,8 +14,8 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from seg.deploy import FORMATS, export
-from seg.inference import Predictor, load_model
+from seg.inference.formats import FORMATS, export
+from seg.inference.predictor import Predictor, load_model
 from seg.models.unet import UNet
 
 

@@ -12,7 +12,7 @@ import yaml
 from conftest import TINY, compose_train, run_cli
 from hydra.errors import ConfigCompositionException
 
-from seg.run import train
+from seg.training.pipeline import train
 
 
 @pytest.mark.slow

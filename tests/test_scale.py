@@ -15,9 +15,9 @@ from hydra.utils import instantiate
 
 from seg.artifacts import write_json
 from seg.module import SegmentationModule
-from seg.run import train
 from seg.rundir import RunDir
-from seg.sweep import share_cores, summarize_sweep
+from seg.training.pipeline import train
+from seg.training.sweeps import share_cores, summarize_sweep
 
 SHORT = [
     *[o for o in TINY if not o.startswith(("trainer.max_epochs", "model.optimizer.lr"))],

@@ -125,7 +125,7 @@ def test_torchscript_alone_matches_the_checkpoint(trained_run: dict[str, Any], t
 
 @pytest.mark.slow
 def test_runs_without_a_logger_and_with_a_scheduler(make_cfg: Any) -> None:
-    from seg.run import train
+    from seg.training.pipeline import train
 
     cfg = make_cfg("logger=none", "scheduler=cosine", "trainer.max_epochs=1", "test_after_training=false")
     metrics = train(cfg)

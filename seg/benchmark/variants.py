@@ -26,7 +26,7 @@ from seg.benchmark.harness import StepTimer, data_rate, median_rate, peak_memory
 from seg.config import validate_train_config
 from seg.data.datamodule import SegmentationDataModule
 from seg.errors import ConfigError, unwrapping_user_errors
-from seg.run import build_module, build_trainer
+from seg.training.pipeline import build_module, build_trainer
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
@@ -204,7 +204,7 @@ def inference_rates(
     cfg: DictConfig, batch: int, device: torch.device, folder: Path, repeats: int = 7
 ) -> dict[str, float]:
     """Images/s of the configured network, eager and as the ``model.pt`` seg writes, fp32, eval mode."""
-    from seg.deploy import deployable, export_torchscript
+    from seg.inference.formats import deployable, export_torchscript
 
     net = instantiate(cfg.model.net)
     eager = deployable(net).to(device)

@@ -21,7 +21,7 @@ from seg.data.stats import median_frequency_from_masks
 from seg.data.synthetic import SyntheticScenes
 from seg.data.transforms import Pipeline
 from seg.errors import DataError
-from seg.viz import default_palette
+from seg.reports.pictures import default_palette
 
 SPLITS = ("train", "val", "test")
 

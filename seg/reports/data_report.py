@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 from seg.artifacts import write_json
 from seg.data.checks import blocking_problems, check_splits, format_report
 from seg.errors import SegError
-from seg.viz import save_class_histogram
+from seg.reports.pictures import save_class_histogram
 
 
 def check_data(cfg: DictConfig, output_dir: Path) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 
-from seg.budget import TrainingBudget
+from seg.training.budget import TrainingBudget
 
 log = logging.getLogger(__name__)
 

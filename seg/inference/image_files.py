@@ -15,9 +15,9 @@ from seg.artifacts import atomic_path
 from seg.data.layouts import IMAGE_EXTENSIONS
 from seg.data.reading import open_image, to_channels
 from seg.errors import DataError, SegError
-from seg.inference import Predictor
+from seg.inference.predictor import Predictor
+from seg.reports.pictures import overlay
 from seg.rundir import ClassInfo
-from seg.viz import overlay
 
 
 @dataclass

@@ -19,21 +19,21 @@ from omegaconf import DictConfig, OmegaConf
 
 from seg import loggers as seg_loggers
 from seg.artifacts import write_json
-from seg.budget import TrainingBudget
-from seg.callbacks import GracefulStop, MetricsHistory
-from seg.cluster import other_rank
 from seg.config import validate_train_config
 from seg.config_tree import print_config_tree
 from seg.data.datamodule import SegmentationDataModule
-from seg.deploy import export_torchscript
 from seg.errors import SegError, unwrapping_user_errors, user_message
 from seg.hardware import tune_allocator
+from seg.inference.formats import export_torchscript
 from seg.loggers.builders import run_label
 from seg.module import SegmentationModule
-from seg.resume import resume_config
+from seg.reports.pictures import curves_figure, save_figure
 from seg.rundir import ClassInfo, RunDir
-from seg.stopping import stop_reason
-from seg.viz import curves_figure, save_figure
+from seg.training.budget import TrainingBudget
+from seg.training.callbacks import GracefulStop, MetricsHistory
+from seg.training.cluster import other_rank
+from seg.training.resume import resume_config
+from seg.training.stopping import stop_reason
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     ``seg.errors.SegError``; Ctrl-C and SIGTERM save the last checkpoint, the model and the
     metrics and exit with status 130 / 143.
     """
-    began = time.monotonic()  # the run's time budget counts from here (seg.budget)
+    began = time.monotonic()  # the run's time budget counts from here (seg.training.budget)
     checkpoint = None
     if cfg.get("resume"):
         cfg, checkpoint = resume_config(cfg, overrides)

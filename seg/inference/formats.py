@@ -19,7 +19,7 @@ from torch import nn
 
 from seg.artifacts import atomic_path
 from seg.errors import SegError
-from seg.inference import load_model
+from seg.inference.predictor import load_model
 from seg.rundir import MODEL_FILE, RunDir
 
 

@@ -6,7 +6,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import EarlyStopping, Timer
 from pytorch_lightning.callbacks.early_stopping import EarlyStoppingReason
 
-from seg.budget import TrainingBudget
+from seg.training.budget import TrainingBudget
 
 
 def early_stopping(

@@ -15,11 +15,11 @@ from tqdm import tqdm
 from seg.artifacts import atomic_path, write_json
 from seg.data.datamodule import SegmentationDataModule
 from seg.errors import SegError
-from seg.inference import Predictor, load_model
+from seg.inference.predictor import Predictor, load_model
 from seg.metrics import build_metrics, metric_key, summarize
 from seg.reports import tables
+from seg.reports.pictures import confusion_matrix_figure, sample_panel_figure, save_figure
 from seg.rundir import METRICS_FILE, ClassInfo, RunDir
-from seg.viz import confusion_matrix_figure, sample_panel_figure, save_figure
 
 log = logging.getLogger(__name__)
 

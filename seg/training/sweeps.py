@@ -21,8 +21,8 @@ from omegaconf import DictConfig
 from seg.artifacts import atomic_path, write_json
 from seg.errors import SegError, user_message
 from seg.reports import tables
-from seg.run import train
 from seg.rundir import METRICS_FILE, RunDir, SweepDir
+from seg.training.pipeline import train
 
 log = logging.getLogger(__name__)
 

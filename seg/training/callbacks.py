@@ -13,11 +13,11 @@ import torch
 from PIL import Image
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from seg import cluster
 from seg.artifacts import atomic_path
 from seg.loggers import log_image
+from seg.reports.pictures import confusion_matrix_figure, figure_to_array, prediction_grid, save_figure
 from seg.rundir import RunDir
-from seg.viz import confusion_matrix_figure, figure_to_array, prediction_grid, save_figure
+from seg.training import cluster
 
 #: Signals that ask a job to save and come back: SLURM's ``--signal=SIGUSR1@90`` (Lightning's
 #: convention) and submitit's warning before the time limit (SIGUSR2 by default).

@@ -43,7 +43,7 @@ def duration_seconds(value: str | None) -> float | None:
 class TrainingBudget(pl.Callback):
     """Measures the run against its budget and stops training when the budget is used up.
 
-    The clock counts wall time from ``start`` (``seg.run.train`` sets it when the run begins, so
+    The clock counts wall time from ``start`` (``seg.training.pipeline.train`` sets it when the run begins, so
     reading the data and the sanity check count too; validations count as well), continues
     from a resumed checkpoint's value, and under DDP every rank reads rank 0's clock, so all
     ranks see the same progress and stop at the same step. Training stops once
