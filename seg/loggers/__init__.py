@@ -23,15 +23,19 @@ when a run directory is resumed.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers.logger import Logger
 from pytorch_lightning.utilities import rank_zero_only
 
+from seg.loggers.builders import run_label
 from seg.loggers.kinds import for_each, kind_of
 
 
@@ -139,3 +143,36 @@ def report_lines(locations: Mapping[str, Any], shown: Callable[[str], str] = str
         else:
             lines.append(f"W&B:             {wandb['url']}")
     return lines
+
+
+def log_run_hparams(trainer: pl.Trainer, cfg: DictConfig, metrics: dict[str, Any]) -> None:
+    """This run's settings beside its best scores, for every logger (TensorBoard's HPARAMS tab...)."""
+    flat: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}." if key != "_target_" else prefix)
+                if key == "_target_":
+                    flat[prefix.rstrip(".") or "target"] = value.rsplit(".", 1)[-1]
+        elif isinstance(node, (int, float, str, bool)):
+            flat[prefix.rstrip(".")] = node
+
+    for group in ("model", "loss", "scheduler"):
+        node = cfg.get(group)
+        if isinstance(node, DictConfig):
+            walk(OmegaConf.to_container(node, resolve=True), f"{group}.")
+    for key in ("data.batch_size", "data.image_size", "trainer.max_epochs", "trainer.precision", "seed"):
+        flat[key] = OmegaConf.select(cfg, key)
+    flat["data"] = Path(str(cfg.data.get("root", ""))).name
+    flat["name"] = run_label(cfg.get("name"), cfg.paths.output_dir)
+    flat["tags"] = ", ".join(cfg.get("tags") or [])
+    best, test = metrics["best"] or {}, metrics["test"] or {}
+    scores = {
+        "hp/best_val_dice": best.get("val/dice", math.nan),
+        "hp/best_val_iou": best.get("val/iou", math.nan),
+    }
+    if "test/dice" in test:
+        scores["hp/test_dice"] = test["test/dice"]
+    params = {k: v for k, v in flat.items() if v is not None}
+    log_hparams(trainer.loggers, params, scores, trainer.global_step)

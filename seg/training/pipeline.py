@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
-import platform
-import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,13 +21,14 @@ from seg.data.datamodule import SegmentationDataModule
 from seg.errors import SegError, unwrapping_user_errors, user_message
 from seg.hardware import tune_allocator
 from seg.inference.formats import export_torchscript
-from seg.loggers.builders import run_label
 from seg.module import SegmentationModule
 from seg.reports.pictures import curves_figure, save_figure
+from seg.reports.run_summary import log_run_summary, shown
 from seg.rundir import ClassInfo, RunDir
 from seg.training.budget import TrainingBudget
 from seg.training.callbacks import GracefulStop, MetricsHistory
 from seg.training.cluster import other_rank
+from seg.training.provenance import write_run_info
 from seg.training.resume import resume_config
 from seg.training.stopping import stop_reason
 
@@ -126,7 +123,7 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
             log.info(
                 "Stopped by %s at epoch %d, step %d; the last checkpoint, model and metrics are saved. "
                 "Resume with: python -m seg.train resume=%s",
-                stop.signal, trainer.current_epoch, trainer.global_step, _shown(output_dir),
+                stop.signal, trainer.current_epoch, trainer.global_step, shown(output_dir),
             )  # fmt: skip
             if trainer.is_global_zero:
                 stop.requeue()
@@ -226,12 +223,12 @@ def _write_outputs(
         keys = list(dict.fromkeys(["train/loss_epoch", "val/loss", "val/dice", "val/iou", monitor]))
         curves = save_figure(curves_figure(history.epochs, keys), run_dir.images / "curves.png")
     if finished:
-        _log_hparams(trainer, cfg, metrics)
+        seg_loggers.log_run_hparams(trainer, cfg, metrics)
     files = [model_path, run_dir.metrics, run_dir.classes, *sorted(run_dir.images.glob("*.png"))]
     seg_loggers.log_run_outputs(trainer.loggers, run_dir.path, metrics, info.class_names, curves, files)
     seg_loggers.finish(trainer.loggers, status)
     if not quiet:
-        _report(metrics, run_dir)
+        log_run_summary(metrics, run_dir)
     return metrics
 
 
@@ -239,116 +236,3 @@ def _error_line(error: BaseException | None) -> str | None:
     if error is None or isinstance(error, (KeyboardInterrupt, SystemExit)):
         return None
     return user_message(error) if isinstance(error, SegError) else f"{type(error).__name__}: {error}"
-
-
-def write_run_info(cfg: DictConfig, run_dir: RunDir) -> None:
-    """Save what reproduces the run: the resolved config, the git commit, package versions."""
-    from importlib import metadata
-
-    run_dir.path.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, run_dir.resolved_config, resolve=True)
-    packages = {}
-    for name in (
-        "torch",
-        "pytorch-lightning",
-        "torchmetrics",
-        "hydra-core",
-        "omegaconf",
-        "albumentations",
-        "numpy",
-    ):
-        try:
-            packages[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            packages[name] = None
-    write_json(
-        run_dir.run_info,
-        {"git": _git_state(), "packages": packages, "python": platform.python_version(),
-         "machine": platform.machine(), "command": " ".join(sys.argv)},
-    )  # fmt: skip
-
-
-def _git_state() -> dict[str, Any] | None:
-    """The commit of the source checkout seg runs from (and whether it had local changes)."""
-    repo = Path(__file__).resolve().parents[1]
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
-        )
-        if commit.returncode != 0:
-            return None
-        dirty = subprocess.run(
-            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=10,
-        )  # fmt: skip
-        return {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-
-
-def _log_hparams(trainer: pl.Trainer, cfg: DictConfig, metrics: dict[str, Any]) -> None:
-    """This run's settings beside its best scores, for every logger (TensorBoard's HPARAMS tab...)."""
-    flat: dict[str, Any] = {}
-
-    def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                walk(value, f"{prefix}{key}." if key != "_target_" else prefix)
-                if key == "_target_":
-                    flat[prefix.rstrip(".") or "target"] = value.rsplit(".", 1)[-1]
-        elif isinstance(node, (int, float, str, bool)):
-            flat[prefix.rstrip(".")] = node
-
-    for group in ("model", "loss", "scheduler"):
-        node = cfg.get(group)
-        if isinstance(node, DictConfig):
-            walk(OmegaConf.to_container(node, resolve=True), f"{group}.")
-    for key in ("data.batch_size", "data.image_size", "trainer.max_epochs", "trainer.precision", "seed"):
-        flat[key] = OmegaConf.select(cfg, key)
-    flat["data"] = Path(str(cfg.data.get("root", ""))).name
-    flat["name"] = run_label(cfg.get("name"), cfg.paths.output_dir)
-    flat["tags"] = ", ".join(cfg.get("tags") or [])
-    best, test = metrics["best"] or {}, metrics["test"] or {}
-    scores = {
-        "hp/best_val_dice": best.get("val/dice", math.nan),
-        "hp/best_val_iou": best.get("val/iou", math.nan),
-    }
-    if "test/dice" in test:
-        scores["hp/test_dice"] = test["test/dice"]
-    params = {k: v for k, v in flat.items() if v is not None}
-    seg_loggers.log_hparams(trainer.loggers, params, scores, trainer.global_step)
-
-
-def _shown(path: str | os.PathLike[str] | None) -> str:
-    """``path`` relative to the working directory when it lies below it, else as it is."""
-    if path is None:
-        return ""
-    absolute = Path(path).resolve()
-    try:
-        return str(absolute.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
-
-
-def _report(metrics: dict[str, Any], run_dir: RunDir) -> None:
-    """Log the headline numbers and where the outputs went."""
-    monitor, best = metrics["monitor"], metrics["best"]
-    paths = {key: _shown(value) for key, value in metrics["paths"].items()}
-    lines = [""]
-    if best is not None:
-        lines.append(
-            f"Best {monitor} {best[monitor]:.4f} at epoch {best['epoch']} "
-            f"(trained {metrics['train_seconds']:.0f} s)"
-        )
-    test = metrics["test"] or {}
-    if "test/dice" in test:
-        lines.append(f"Test dice {test['test/dice']:.4f}, test IoU {test['test/iou']:.4f} (best weights)")
-    lines += [
-        f"Run dir:         {paths['run_dir']}",
-        f"Best checkpoint: {paths['best_checkpoint']}",
-        f"TorchScript:     {paths['torchscript']}",
-        f"Metrics:         {_shown(run_dir.metrics)}",
-    ]
-    lines += seg_loggers.report_lines(metrics.get("loggers") or {}, _shown)
-    for line in lines:
-        log.info(line)

@@ -1,0 +1,58 @@
+"""What reproduces a run: its resolved config, the git commit of seg, package versions."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from seg.artifacts import write_json
+from seg.rundir import RunDir
+
+
+def write_run_info(cfg: DictConfig, run_dir: RunDir) -> None:
+    """Save what reproduces the run: the resolved config, the git commit, package versions."""
+    run_dir.path.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, run_dir.resolved_config, resolve=True)
+    packages = {}
+    for name in (
+        "torch",
+        "pytorch-lightning",
+        "torchmetrics",
+        "hydra-core",
+        "omegaconf",
+        "albumentations",
+        "numpy",
+    ):
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            packages[name] = None
+    write_json(
+        run_dir.run_info,
+        {"git": _git_state(), "packages": packages, "python": platform.python_version(),
+         "machine": platform.machine(), "command": " ".join(sys.argv)},
+    )  # fmt: skip
+
+
+def _git_state() -> dict[str, Any] | None:
+    """The commit of the source checkout seg runs from (and whether it had local changes)."""
+    repo = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+        if commit.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=10,
+        )  # fmt: skip
+        return {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.TimeoutExpired):
+        return None
