@@ -14,17 +14,16 @@ from pytorch_lightning import loggers as pl_loggers
 from pytorch_lightning.loggers.logger import Logger
 
 from seg.artifacts import atomic_path
+from seg.reports import tables
 
 log = logging.getLogger(__name__)
 
 
 def _markdown(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    def cell(value: Any) -> str:
-        return f"{value:.4f}" if isinstance(value, float) else str(value)
-
-    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
+    """A table given as lists (one per row) through the project's Markdown writer."""
+    return tables.markdown_table(
+        [dict(zip(columns, row, strict=True)) for row in rows], columns, floats="{:.4f}"
+    )
 
 
 def _csv_text(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
