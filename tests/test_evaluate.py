@@ -113,6 +113,21 @@ def test_model_for_other_data_is_refused(trained_run: dict[str, Any], tmp_path: 
         evaluate(cfg, tmp_path)
 
 
+def test_run_saved_with_other_data_settings_is_one_line(trained_run: dict[str, Any], tmp_path: Path) -> None:
+    """A run directory whose saved data config lacks arguments this version requires (a run of an
+    older seg) is refused in one line that names the way around it, not a TypeError."""
+    run = tmp_path / "old_run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / "model.pt").write_bytes((trained_run["dir"] / "model.pt").read_bytes())
+    (run / "classes.json").write_bytes((trained_run["dir"] / "classes.json").read_bytes())
+    (run / ".hydra" / "config.yaml").write_text(
+        "data:\n  _target_: seg.data.datamodule.SegmentationDataModule\n  root: somewhere\n"
+    )
+    with pytest.raises(SegError, match=r"its saved data config does not fit this version of seg .*"
+                       r"evaluate its model with model_path=.*model\.pt data=<name>"):  # fmt: skip
+        evaluate(_eval_cfg(f"run_dir={run}"), tmp_path)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("content", "message"),

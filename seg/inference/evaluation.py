@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from seg.artifacts import atomic_path, write_json
 from seg.data.datamodule import SegmentationDataModule
-from seg.errors import SegError
+from seg.errors import SegError, unwrapping_user_errors
 from seg.inference.predictor import Predictor, load_model
 from seg.metrics import build_metrics, metric_key, summarize
 from seg.reports import tables
@@ -35,6 +36,22 @@ def data_config(cfg: DictConfig) -> DictConfig:
     if cfg.get("data_root"):
         run_cfg.data.root = cfg.data_root
     return run_cfg.data
+
+
+def _datamodule(data: DictConfig, run_dir: RunDir | None) -> SegmentationDataModule:
+    """The data module ``data`` describes; a run saved with other data settings than this version
+    of seg takes is one line naming the way around it."""
+    try:
+        with unwrapping_user_errors():
+            return instantiate(data)
+    except InstantiationException as error:
+        if run_dir is None or not isinstance(error.__cause__, TypeError):
+            raise
+        raise SegError(
+            f"run_dir {run_dir.path}: its saved data config does not fit this version of seg "
+            f"({error.__cause__}); evaluate its model with model_path={run_dir.model()} "
+            "data=<name> data.root=<dir> instead"
+        ) from None
 
 
 def per_class_table(
@@ -96,7 +113,7 @@ def evaluate(cfg: DictConfig, default_output: Path) -> dict[str, Any]:
     split = cfg.split
     if split not in ("train", "val", "test"):
         raise SegError(f"split={split!r} is not valid: expected test, val or train")
-    datamodule: SegmentationDataModule = instantiate(data_config(cfg))
+    datamodule = _datamodule(data_config(cfg), run_dir)
     if info.num_classes != datamodule.num_classes:
         raise SegError(
             f"model {model_path} predicts {info.num_classes} classes but the data has "
