@@ -12,7 +12,7 @@ import pytest
 from conftest import TINY, WITH_FIXTURES, cli_environ
 
 LINE = re.compile(
-    r"\[(\d\d):(\d\d):(\d\d)\]\[seg\.progress\] epoch \d+/\d+ \| step \d+ \| loss \d+\.\d+ \| "
+    r"\[(\d\d):(\d\d):(\d\d)\]\[seg\.training\.progress\] epoch \d+/\d+ \| step \d+ \| loss \d+\.\d+ \| "
     r"\d+\.\d img/s \| elapsed \d+:\d\d:\d\d \| (budget left|ETA) \d+:\d\d:\d\d"
 )
 
