@@ -15,6 +15,7 @@ Tversky, alpha 0.3, beta 0.7, smooth 0:
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Callable
@@ -431,6 +432,11 @@ def test_a_term_added_on_the_command_line() -> None:
         ({"ce": CrossEntropyLoss}, {"ce": -1.0}, r"loss\.weights\.ce=-1\.0"),
         ({"ce": CrossEntropyLoss}, {"ce": 0.0}, "at least one term"),
         ({"ce": CrossEntropyLoss()}, {"ce": 1.0}, r"_partial_: true"),
+        (
+            {"focal": functools.partial(FocalLoss, gamma=-2)},
+            {"focal": 1.0},
+            r"^loss\.terms\.focal\.gamma=-2 ",
+        ),
     ],
 )
 def test_weighted_sum_errors_name_the_key(
@@ -471,3 +477,10 @@ def test_each_new_loss_trains(make_cfg: Callable[..., Any], overrides: list[str]
     assert train_losses[-1] < 0.95 * train_losses[0], train_losses
     assert min(val_losses[1:]) < val_losses[0], val_losses
     assert (Path(cfg.paths.output_dir) / "model.pt").is_file()
+
+
+def test_a_loss_option_out_of_range_stops_training_with_its_key(make_cfg: Callable[..., Any]) -> None:
+    # The loss is built inside the LightningModule, two instantiate() calls deep: the user still
+    # gets the loss's own one-line error, not Hydra's wrappers around it.
+    with pytest.raises(ConfigError, match=r"^loss\.weights\.dice=-1 is not valid"):
+        train(make_cfg("loss=combo", "loss.weights.dice=-1", "logger=none", "print_config=false"))

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from seg.errors import ConfigError
+from seg.losses.common import weights_tensor
 from seg.losses.overlap import DiceLoss
 from seg.losses.pixelwise import CrossEntropyLoss
 
@@ -49,6 +50,7 @@ class WeightedSum(nn.Module):
         active = [name for name in terms if weights[name] > 0]
         if not active:
             raise ConfigError("every loss.weights value is 0: give at least one term a weight above 0")
+        weights_tensor(class_weights)  # its errors name loss.class_weights, not a term's key
         self.terms = nn.ModuleDict()
         for name in active:
             if isinstance(terms[name], nn.Module):
@@ -56,7 +58,10 @@ class WeightedSum(nn.Module):
                     f"loss.terms.{name} is an instantiated loss: add _partial_: true to its config "
                     "(ignore_index and class_weights come from the sum)"
                 )
-            self.terms[name] = terms[name](ignore_index=ignore_index, class_weights=class_weights)
+            try:
+                self.terms[name] = terms[name](ignore_index=ignore_index, class_weights=class_weights)
+            except ConfigError as error:  # a term's own option: name its key under loss.terms
+                raise ConfigError(str(error).replace("loss.", f"loss.terms.{name}.", 1)) from None
         self.weights = {name: float(weights[name]) for name in active}
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
