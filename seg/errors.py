@@ -47,13 +47,17 @@ def user_message(error: BaseException) -> str:
 
 @contextlib.contextmanager
 def unwrapping_user_errors() -> Iterator[None]:
-    """Let a ``SegError`` through as itself when a wrapper re-raised it (Hydra's ``instantiate``
-    wraps whatever a ``_target_`` raises), so it is still reported in one line."""
+    """Let a ``SegError`` through as itself when wrappers re-raised it (Hydra's ``instantiate``
+    wraps whatever a ``_target_`` raises, once per nested ``instantiate``), so it is still
+    reported in one line."""
     try:
         yield
     except Exception as error:
-        if isinstance(error.__cause__, SegError):
-            raise error.__cause__ from None
+        cause = error.__cause__
+        while cause is not None and not isinstance(cause, SegError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from None
         raise
 
 

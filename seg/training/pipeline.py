@@ -51,15 +51,16 @@ def build_module(cfg: DictConfig, datamodule: SegmentationDataModule) -> Segment
     if cfg.loss.get("class_weights") == "median_frequency":
         cfg.loss.class_weights = datamodule.median_frequency_weights()
         log.info("Median-frequency class weights: %s", cfg.loss.class_weights)
-    return instantiate(
-        cfg.model,
-        loss=cfg.loss,
-        scheduler=cfg.get("scheduler"),
-        class_names=datamodule.class_names,
-        palette=datamodule.palette,
-        ignore_index=datamodule.ignore_index,
-        _recursive_=False,
-    )
+    with unwrapping_user_errors():  # e.g. a loss option out of range, raised by the loss itself
+        return instantiate(
+            cfg.model,
+            loss=cfg.loss,
+            scheduler=cfg.get("scheduler"),
+            class_names=datamodule.class_names,
+            palette=datamodule.palette,
+            ignore_index=datamodule.ignore_index,
+            _recursive_=False,
+        )
 
 
 def build_trainer(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> pl.Trainer:

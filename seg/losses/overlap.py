@@ -1,0 +1,120 @@
+"""Region-overlap losses: soft Dice and Tversky (with the focal-Tversky exponent).
+
+Both take softmax probabilities and one-hot targets and compute one score per class over the
+whole batch (all images' pixels pooled, as nnU-Net's batch Dice), then a mean over classes,
+weighted by ``class_weights`` when given. Pixels equal to ``ignore_index`` are removed from both
+prediction and target. The smoothing term keeps a class that is absent from both target and
+prediction at a perfect score (no penalty), while predicting an absent class is still penalised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from seg.losses.common import check_at_least, check_shapes, masked_onehot, valid_target, weights_tensor
+
+_POOLED = (0, 2, 3)  # batch and pixels: one score per class
+
+
+class _OverlapLoss(nn.Module):
+    """Masked probabilities and one-hot targets, and the class-weighted mean of per-class losses."""
+
+    def __init__(self, ignore_index: int | None, class_weights: Sequence[float] | None) -> None:
+        super().__init__()
+        self.ignore_index = ignore_index
+        self.register_buffer("class_weights", weights_tensor(class_weights), persistent=False)
+
+    def _soft_counts(self, logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        check_shapes(logits, target)
+        target, valid = valid_target(target, self.ignore_index)
+        probs = logits.float().softmax(dim=1) * valid.unsqueeze(1)
+        return probs, masked_onehot(target, valid, logits.shape[1])
+
+    def _class_mean(self, per_class: torch.Tensor) -> torch.Tensor:
+        if self.class_weights is None:
+            return per_class.mean()
+        weights = self.class_weights.to(per_class)
+        return (per_class * weights).sum() / weights.sum()
+
+
+class DiceLoss(_OverlapLoss):
+    """Soft multi-class Dice loss, ``1 - mean_c dice_c``.
+
+    Args:
+        smooth: added to numerator and denominator of every class's Dice.
+        ignore_index: target value whose pixels are excluded, or ``None``.
+        class_weights: optional per-class weights for the mean over classes.
+    """
+
+    def __init__(
+        self,
+        smooth: float = 1.0,
+        ignore_index: int | None = None,
+        class_weights: Sequence[float] | None = None,
+    ) -> None:
+        super().__init__(ignore_index, class_weights)
+        check_at_least("smooth", smooth, 0)
+        self.smooth = smooth
+
+    def per_class(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Soft Dice score of every class, shape ``(C,)``."""
+        probs, onehot = self._soft_counts(logits, target)
+        intersection = (probs * onehot).sum(_POOLED)
+        total = probs.sum(_POOLED) + onehot.sum(_POOLED)
+        return (2 * intersection + self.smooth) / (total + self.smooth)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return 1 - self._class_mean(self.per_class(logits, target))
+
+
+class TverskyLoss(_OverlapLoss):
+    """Tversky loss (Salehi et al. 2017) with the focal-Tversky exponent (Abraham & Khan 2019).
+
+    Per class, ``TI_c = (TP + smooth) / (TP + alpha FP + beta FN + smooth)`` with soft counts;
+    the loss is ``mean_c (1 - TI_c) ** gamma``. ``alpha = beta = 0.5`` is Dice (with half the
+    smoothing term); ``beta > alpha`` penalises missed pixels more than false alarms, which favours
+    recall of small classes. ``gamma`` reshapes each class's loss: ``gamma < 1`` (Abraham & Khan's
+    ``1/gamma = 0.75``) keeps a steep slope for classes that are nearly right, ``gamma > 1``
+    flattens it there and so puts the weight on the poorly segmented classes.
+
+    Args:
+        alpha: weight of false positives.
+        beta: weight of false negatives.
+        gamma: exponent of ``1 - TI`` (1: plain Tversky).
+        smooth: added to numerator and denominator of every class's index.
+        ignore_index: target value whose pixels are excluded, or ``None``.
+        class_weights: optional per-class weights for the mean over classes.
+    """
+
+    def __init__(
+        self,
+        alpha: float = 0.3,
+        beta: float = 0.7,
+        gamma: float = 1.0,
+        smooth: float = 1.0,
+        ignore_index: int | None = None,
+        class_weights: Sequence[float] | None = None,
+    ) -> None:
+        super().__init__(ignore_index, class_weights)
+        for name, value in (("alpha", alpha), ("beta", beta), ("smooth", smooth)):
+            check_at_least(name, value, 0)
+        check_at_least("gamma", gamma, 0, strict=True)
+        self.alpha, self.beta, self.gamma, self.smooth = alpha, beta, gamma, smooth
+
+    def per_class(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Tversky index of every class, shape ``(C,)``."""
+        probs, onehot = self._soft_counts(logits, target)
+        tp = (probs * onehot).sum(_POOLED)
+        fp = (probs * (1 - onehot)).sum(_POOLED)
+        fn = ((1 - probs) * onehot).sum(_POOLED)  # zero at ignored pixels: their one-hot is zero
+        return (tp + self.smooth) / (tp + self.alpha * fp + self.beta * fn + self.smooth)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        loss = 1 - self.per_class(logits, target)
+        if self.gamma != 1:
+            # A perfect class has loss 0, where x**gamma has an infinite slope for gamma < 1.
+            loss = torch.where(loss > 0, loss.clamp_min(1e-12).pow(self.gamma), 0.0)
+        return self._class_mean(loss)
