@@ -12,12 +12,14 @@ import seg.config  # noqa: F401  (registers the config resolvers)
 from seg.errors import SegError, exit_on_user_error
 from seg.inference.image_files import PredictionReport, predict_files
 from seg.inference.predictor import Predictor, load_model
+from seg.inference.tta import from_config
 
 
 def run(cfg: DictConfig) -> PredictionReport:
     model, info, _ = load_model(cfg.model_path)
+    tta = from_config(cfg.get("tta"))
     predictor = Predictor(
-        model, info.num_classes, cfg.device, str(cfg.precision), cfg.tile_size, cfg.tile_overlap
+        model, info.num_classes, cfg.device, str(cfg.precision), cfg.tile_size, cfg.tile_overlap, tta
     )
     output = Path(cfg.output) if cfg.get("output") else Path(HydraConfig.get().runtime.output_dir)
     report = predict_files(predictor, info, Path(cfg.input), output, cfg.batch_size, cfg.alpha)

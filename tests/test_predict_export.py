@@ -88,8 +88,8 @@ def test_tiles_blend_without_seams() -> None:
     torch.manual_seed(0)
     model = torch.nn.Conv2d(3, 4, kernel_size=1)
     images = torch.randint(0, 255, (2, 3, 100, 70), dtype=torch.uint8)
-    whole = Predictor(model, 4, precision="32", tile_size=None).logits(images)
-    tiled = Predictor(model, 4, precision="32", tile_size=32, tile_overlap=0.5).logits(images)
+    whole = Predictor(model, 4, precision="32", tile_size=None).probabilities(images)
+    tiled = Predictor(model, 4, precision="32", tile_size=32, tile_overlap=0.5).probabilities(images)
     torch.testing.assert_close(tiled, whole, atol=1e-5, rtol=1e-5)
 
 

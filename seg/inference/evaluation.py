@@ -17,6 +17,7 @@ from seg.artifacts import atomic_path, write_json
 from seg.data.datamodule import SegmentationDataModule
 from seg.errors import SegError, unwrapping_user_errors
 from seg.inference.predictor import Predictor, load_model
+from seg.inference.tta import from_config
 from seg.metrics import build_metrics, metric_key, summarize
 from seg.reports import tables
 from seg.reports.pictures import confusion_matrix_figure, sample_panel_figure, save_figure
@@ -125,7 +126,10 @@ def evaluate(cfg: DictConfig, default_output: Path) -> dict[str, Any]:
     loader = datamodule.eval_dataloader(split)
     dataset = loader.dataset
     order = [index for batch in loader.batch_sampler for index in batch]
-    predictor = Predictor(model, info.num_classes, cfg.device, str(cfg.precision), cfg.get("tile_size"))
+    tta = from_config(cfg.get("tta"))
+    predictor = Predictor(
+        model, info.num_classes, cfg.device, str(cfg.precision), cfg.get("tile_size"), tta=tta
+    )
     metrics = build_metrics(info.num_classes, datamodule.ignore_index)
     samples: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
     seen = 0
@@ -158,6 +162,7 @@ def evaluate(cfg: DictConfig, default_output: Path) -> dict[str, Any]:
         "data_root": datamodule.root,
         "split": split,
         "images": len(dataset),
+        "tta": predictor.tta.settings(),
         "mean": means,
         "per_class": rows,
         "confusion_matrix": confmat.tolist(),
@@ -168,7 +173,9 @@ def evaluate(cfg: DictConfig, default_output: Path) -> dict[str, Any]:
     table = markdown_table(rows, means)
     with atomic_path(output / "metrics.md") as tmp:
         heading = f"# {split} split of {datamodule.root} ({len(dataset)} images)"
-        tmp.write_text(f"{heading}\n\nModel: `{model_path}`\n\n{table}")
+        tmp.write_text(
+            f"{heading}\n\nModel: `{model_path}`, test-time augmentation: {predictor.tta}\n\n{table}"
+        )
     title = f"{split}: {len(dataset)} images"
     save_figure(confusion_matrix_figure(confmat, info.class_names, title), output / "confusion_matrix.png")
     for index, image, target, prediction in samples:

@@ -19,6 +19,7 @@ from torch import nn
 
 from seg.errors import SegError
 from seg.hardware import best_precision
+from seg.inference.tta import PLAIN, TTA
 from seg.rundir import CLASSES_FILE, ClassInfo, RunDir
 
 Model = Callable[[torch.Tensor], torch.Tensor]
@@ -92,8 +93,11 @@ class Predictor:
     """Runs a model on batches of images, on GPU when present, with bf16 where it is fast.
 
     Images larger than ``tile_size`` in either dimension are predicted tile by tile with
-    ``tile_overlap``, and the overlapping logits are blended with a smooth window so that tile
-    borders leave no seams.
+    ``tile_overlap``, and the overlapping probabilities are blended with a smooth window so that
+    tile borders leave no seams. Test-time augmentation (``tta``) wraps each model call, so it
+    works with every model format, and on tiled images it runs per tile: every tile's
+    probabilities are the mean over its views before the tiles are blended, which keeps the
+    blend seamless and the memory of a view bounded by the tile size.
 
     Args:
         model: a loaded model (see ``load_model``).
@@ -102,6 +106,7 @@ class Predictor:
         precision: ``auto`` (bf16 where native, as in training), ``32`` or ``bf16``.
         tile_size: images larger than this are tiled (``null``: never).
         tile_overlap: fraction of a tile shared with its neighbour.
+        tta: the views whose probabilities are averaged (default: none, the model alone).
     """
 
     def __init__(
@@ -112,6 +117,7 @@ class Predictor:
         precision: str = "auto",
         tile_size: int | None = 1024,
         tile_overlap: float = 0.25,
+        tta: TTA | None = None,
     ) -> None:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -133,20 +139,23 @@ class Predictor:
             raise SegError(f"tile_overlap={tile_overlap} is not valid: expected 0 <= overlap < 1")
         self.tile_size = tile_size
         self.tile_overlap = tile_overlap
+        self.tta = tta or PLAIN
 
     @torch.no_grad()
-    def logits(self, images: torch.Tensor) -> torch.Tensor:
-        """fp32 logits on the CPU for uint8 (or ``[0, 1]`` float) images ``(B, C, H, W)``."""
+    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """fp32 class probabilities ``(B, K, H, W)`` on the CPU for uint8 (or ``[0, 1]`` float)
+        images ``(B, C, H, W)``: the softmax of the model's logits, averaged over the TTA views."""
         height, width = images.shape[-2:]
         if self.tile_size is not None and max(height, width) > self.tile_size:
             return self._tiled(images)
         return self._run(images)
 
     def _run(self, images: torch.Tensor) -> torch.Tensor:
-        x = to_input(images).to(self.device)
+        return self.tta(self._call, to_input(images).to(self.device)).cpu()
+
+    def _call(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            out = self.model(x)
-        return out.float().cpu()
+            return self.model(x)
 
     def _tiled(self, images: torch.Tensor) -> torch.Tensor:
         assert self.tile_size is not None
@@ -166,7 +175,7 @@ class Predictor:
 
     def labels(self, images: torch.Tensor) -> torch.Tensor:
         """Class indices ``(B, H, W)``."""
-        return self.logits(images).argmax(1)
+        return self.probabilities(images).argmax(1)
 
 
 def _starts(size: int, tile: int, overlap: float) -> list[int]:
