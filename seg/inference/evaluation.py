@@ -128,7 +128,7 @@ def evaluate(cfg: DictConfig, default_output: Path) -> dict[str, Any]:
     order = [index for batch in loader.batch_sampler for index in batch]
     tta = from_config(cfg.get("tta"))
     predictor = Predictor(
-        model, info.num_classes, cfg.device, str(cfg.precision), cfg.get("tile_size"), tta=tta
+        model, info.num_classes, cfg.device, str(cfg.precision), cfg.tile_size, cfg.tile_overlap, tta
     )
     metrics = build_metrics(info.num_classes, datamodule.ignore_index)
     samples: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
