@@ -52,8 +52,11 @@ def unwrapping_user_errors() -> Iterator[None]:
     try:
         yield
     except Exception as error:
-        if isinstance(error.__cause__, SegError):
-            raise error.__cause__ from None
+        cause = error.__cause__
+        while cause is not None and not isinstance(cause, SegError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from None
         raise
 
 

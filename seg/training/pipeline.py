@@ -20,7 +20,7 @@ from seg.config_tree import print_config_tree
 from seg.data.datamodule import SegmentationDataModule
 from seg.errors import SegError, unwrapping_user_errors, user_message
 from seg.hardware import tune_allocator
-from seg.inference.formats import export_torchscript
+from seg.inference.formats import write_torchscript
 from seg.module import SegmentationModule
 from seg.reports.pictures import curves_figure, save_figure
 from seg.reports.run_summary import log_run_summary, shown
@@ -51,15 +51,16 @@ def build_module(cfg: DictConfig, datamodule: SegmentationDataModule) -> Segment
     if cfg.loss.get("class_weights") == "median_frequency":
         cfg.loss.class_weights = datamodule.median_frequency_weights()
         log.info("Median-frequency class weights: %s", cfg.loss.class_weights)
-    return instantiate(
-        cfg.model,
-        loss=cfg.loss,
-        scheduler=cfg.get("scheduler"),
-        class_names=datamodule.class_names,
-        palette=datamodule.palette,
-        ignore_index=datamodule.ignore_index,
-        _recursive_=False,
-    )
+    with unwrapping_user_errors():
+        return instantiate(
+            cfg.model,
+            loss=cfg.loss,
+            scheduler=cfg.get("scheduler"),
+            class_names=datamodule.class_names,
+            palette=datamodule.palette,
+            ignore_index=datamodule.ignore_index,
+            _recursive_=False,
+        )
 
 
 def build_trainer(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> pl.Trainer:
@@ -187,7 +188,9 @@ def _write_outputs(
         test_metrics = {k: float(v) for k, v in results[0].items()} if results else {}
     if not trainer.is_global_zero:
         return {}
-    model_path = export_torchscript(best.net, run_dir.model_file) if best is not None else None
+    model_path, export_method = (
+        write_torchscript(best.net, run_dir.model_file) if best is not None else (None, None)
+    )
 
     monitor = checkpoint.monitor or "val/dice"
     locations = seg_loggers.where(trainer.loggers)
@@ -203,6 +206,7 @@ def _write_outputs(
         "epochs": history.epochs,
         "train_seconds": round(seconds, 1),
         "resumed": bool(cfg.get("resume")),
+        "torchscript_method": export_method,  # script, or trace (see seg.inference.formats)
         "paths": {
             "run_dir": run_dir.path,
             "best_checkpoint": best_path or None,
