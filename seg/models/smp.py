@@ -42,7 +42,7 @@ def _smp() -> Any:
 
 
 def _first_line(error: BaseException) -> str:
-    text = str(error).strip().strip("'\"")
+    text = str(error.args[0] if isinstance(error, KeyError) and error.args else error).strip()
     return text.splitlines()[0] if text else type(error).__name__
 
 
