@@ -1,9 +1,12 @@
 # `make train` and `make test` set everything up on a fresh machine (a .venv in this folder).
 # Choose another torch build with e.g.
 #   make install TORCH=torch==2.13.0 TORCH_PIP_ARGS="--index-url <your CUDA wheel index>"
+# torchvision (needed by the models extra) is installed with torch, from the same index, at the
+# release built for that torch: change both together.
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
+TORCHVISION ?= torchvision==0.28.0
 TORCH_PIP_ARGS ?=
 ARGS ?=
 PYTEST_ARGS ?=
@@ -18,8 +21,8 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet $(TORCH_PIP_ARGS) "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[dev,export,sweep,track]"
+	$(BIN)/python -m pip install --quiet $(TORCH_PIP_ARGS) "$(TORCH)" "$(TORCHVISION)"
+	$(BIN)/python -m pip install --quiet -e ".[dev,export,sweep,track,models]"
 	touch $(STAMP)
 
 train: install  ## train on the built-in synthetic data (pass overrides with ARGS="...")

@@ -94,7 +94,9 @@ def _duration(value: object) -> bool:
     return value is None or (isinstance(value, str) and bool(DURATION.fullmatch(value)))
 
 
-#: (key, test, what a valid value is) for single values of conf/train.yaml.
+_ABSENT = object()
+
+#: (key, test, what a valid value is) for single values of conf/train.yaml, where present.
 _CHECKS: list[tuple[str, Callable[[object], bool], str]] = [
     ("data.batch_size", _positive_int, "an integer >= 1"),
     ("data.num_workers", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),  # type: ignore[operator]
@@ -128,8 +130,8 @@ def validate_train_config(cfg: DictConfig) -> None:
         key = missing[0]
         raise ConfigError(f"{key} is required: add {key}=<value> to the command line")
     for key, ok, expected in _CHECKS:
-        value = OmegaConf.select(cfg, key)
-        if not ok(value):
+        value = OmegaConf.select(cfg, key, default=_ABSENT)
+        if value is not _ABSENT and not ok(value):  # absent: another option (model=smp has no base_channels)
             raise ConfigError(f"{key}={value!r} is not valid: expected {expected}")
     num_classes = cfg.data.num_classes
     names = cfg.data.get("class_names")

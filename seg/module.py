@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from seg.errors import NonFiniteLossError
+from seg.errors import NonFiniteLossError, unwrapping_user_errors
 from seg.metrics import MeanDice, build_metrics, summarize
 from seg.reports.pictures import default_palette
 
@@ -61,7 +61,8 @@ class SegmentationModule(pl.LightningModule):
         class_names = list(class_names) if class_names is not None else None
         palette = [[int(c) for c in colour] for colour in palette] if palette is not None else None
         self.save_hyperparameters()
-        self.net: nn.Module = instantiate(net)
+        with unwrapping_user_errors():
+            self.net: nn.Module = instantiate(net)
         self.loss_fn: nn.Module = instantiate(loss)
         num_classes = int(self.net.num_classes)
         self.class_names = class_names or [f"class_{i}" for i in range(num_classes)]
@@ -144,6 +145,14 @@ class SegmentationModule(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end("test")
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # A network may say how it is rebuilt from a checkpoint (seg.models.smp.SmpNet: without
+        # downloading pretrained weights that the checkpoint holds anyway).
+        rebuild = getattr(self.net, "checkpoint_config", None)
+        hparams = checkpoint.get(self.CHECKPOINT_HYPER_PARAMS_KEY)
+        if rebuild is not None and hparams is not None:
+            checkpoint[self.CHECKPOINT_HYPER_PARAMS_KEY] = {**hparams, "net": rebuild(hparams["net"])}
 
     def configure_optimizers(self) -> Any:
         optimizer = instantiate(self.hparams.optimizer)(self.parameters())

@@ -1,7 +1,8 @@
 """Writing a trained network in deployable formats: TorchScript, ONNX, ``torch.export``.
 
 Every format is fp32, in eval mode, with dynamic batch size and dynamic height and width (any
-multiple of 16; TorchScript takes any size), and is written atomically.
+multiple of the network's ``size_divisor``, 16 for the U-Net and 32 for most smp encoders;
+TorchScript takes any size), and is written atomically.
 """
 
 from __future__ import annotations
@@ -9,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import logging
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,33 +25,72 @@ from seg.errors import SegError
 from seg.inference.predictor import load_model
 from seg.rundir import MODEL_FILE, RunDir
 
+log = logging.getLogger(__name__)
+
 
 def deployable(net: nn.Module) -> nn.Module:
     """An fp32, eval-mode, contiguous CPU copy of ``net``."""
     return copy.deepcopy(net).float().eval().to(memory_format=torch.contiguous_format).cpu()
 
 
+def _example(net: nn.Module, rows: int = 2, cols: int = 3) -> torch.Tensor:
+    """A batch of two random images of ``rows x cols`` times ``net``'s size divisor."""
+    divisor = int(getattr(net, "size_divisor", 16))
+    return torch.rand(2, int(getattr(net, "in_channels", 3)), rows * divisor, cols * divisor)
+
+
 def _example_and_shapes(net: nn.Module) -> tuple[torch.Tensor, dict[str, dict[int, object]]]:
-    channels = int(getattr(net, "in_channels", 3))
-    example = torch.rand(2, channels, 64, 96)
+    divisor = int(getattr(net, "size_divisor", 16))
     batch = torch.export.Dim("batch", min=1, max=1024)
-    rows = torch.export.Dim("rows", min=1, max=512)
-    cols = torch.export.Dim("cols", min=1, max=512)
-    return example, {"x": {0: batch, 2: 16 * rows, 3: 16 * cols}}
+    rows = torch.export.Dim("rows", min=1, max=8192 // divisor)
+    cols = torch.export.Dim("cols", min=1, max=8192 // divisor)
+    return _example(net), {"x": {0: batch, 2: divisor * rows, 3: divisor * cols}}
+
+
+def to_torchscript(net: nn.Module) -> tuple[torch.jit.ScriptModule, str]:
+    """A frozen TorchScript copy of ``net`` and how it was made: ``script`` or ``trace``.
+
+    Scripting keeps every branch, so any input size works. A network that does not script may
+    name children in ``traced_children`` (``seg.models.smp.SmpNet``: the smp model): those are
+    traced at a fixed example size, a multiple of ``size_divisor``, and the network around them
+    is scripted, so its padding and cropping still take any size. Freezing inlines the weights
+    and folds batch norm into the convolutions, which makes the TorchScript model faster than
+    the eager one for inference (see the benchmark).
+    """
+    copy_ = deployable(net)
+    try:
+        scripted, method = torch.jit.script(copy_), "script"
+    except Exception as error:
+        children = getattr(copy_, "traced_children", ())
+        if not children:
+            raise
+        log.info("%s does not script (%s); tracing %s", type(net).__name__, _first_line(error), children)
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            for name in children:
+                traced = torch.jit.trace(getattr(copy_, name), _example(copy_), check_trace=False)
+                setattr(copy_, name, traced)
+        scripted, method = torch.jit.script(copy_), "trace"
+    return torch.jit.freeze(scripted, preserved_attrs=["num_classes", "in_channels"]), method
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def write_torchscript(net: nn.Module, path: str | os.PathLike[str]) -> tuple[Path, str]:
+    """Save ``net`` as TorchScript that ``torch.jit.load`` reads without this package; returns
+    the file and how it was made (``script`` or ``trace``, see ``to_torchscript``)."""
+    module, method = to_torchscript(net)
+    with atomic_path(path) as tmp:
+        module.save(str(tmp))
+    return Path(path), method
 
 
 def export_torchscript(net: nn.Module, path: str | os.PathLike[str]) -> Path:
-    """Save a scripted, frozen copy of ``net`` that ``torch.jit.load`` reads without this package.
-
-    Freezing inlines the weights and folds batch norm into the convolutions, which makes the
-    TorchScript model faster than the eager one for inference (see the benchmark).
-    """
-    scripted = torch.jit.freeze(
-        torch.jit.script(deployable(net)), preserved_attrs=["num_classes", "in_channels"]
-    )
-    with atomic_path(path) as tmp:
-        scripted.save(str(tmp))
-    return Path(path)
+    """Save ``net`` as TorchScript that ``torch.jit.load`` reads without this package."""
+    return write_torchscript(net, path)[0]
 
 
 def export_program(net: nn.Module, path: str | os.PathLike[str]) -> Path:

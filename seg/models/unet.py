@@ -8,7 +8,7 @@ convolution, concatenate the skip connection and apply another conv block. With
 The model takes float RGB (or ``in_channels``-channel) images scaled to ``[0, 1]`` and
 normalises them itself with ``mean``/``std``, so an exported model needs no preprocessing
 beyond ``image / 255``. Inputs whose height or width is not a multiple of 16 are padded
-(reflect) and the logits are cropped back, so any size works.
+(reflect) and the logits are cropped back, so any size works (``seg.models.inputs``).
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from seg.models.inputs import normalisation, pad_to_multiple
 
 #: Height and width are padded to a multiple of this (four 2x2 poolings).
 SIZE_DIVISOR = 16
@@ -58,8 +59,10 @@ class UNet(nn.Module):
         in_channels: image channels (3 for RGB).
         num_classes: output classes, one logit map each.
         base_channels: width of the first stage; stages double it, the middle is 16x.
-        mean: per-channel mean used to normalise the ``[0, 1]`` input (default 0.5).
-        std: per-channel standard deviation used to normalise the input (default 0.25).
+        mean: per-channel mean used to normalise the ``[0, 1]`` input (default
+            ``seg.models.inputs.DEFAULT_MEAN``).
+        std: per-channel standard deviation used to normalise the input (default
+            ``seg.models.inputs.DEFAULT_STD``).
     """
 
     def __init__(
@@ -76,20 +79,12 @@ class UNet(nn.Module):
                 "UNet needs in_channels, num_classes and base_channels >= 1, got "
                 f"{in_channels}, {num_classes}, {base_channels}"
             )
-        mean = [0.5] * in_channels if mean is None else list(mean)
-        std = [0.25] * in_channels if std is None else list(std)
-        if len(mean) != in_channels or len(std) != in_channels:
-            raise ValueError(
-                f"UNet mean/std need {in_channels} values (one per input channel), "
-                f"got {len(mean)} and {len(std)}"
-            )
-        if min(std) <= 0:
-            raise ValueError(f"UNet std values must be positive, got {std}")
+        mean_tensor, std_tensor = normalisation(in_channels, mean, std)
         self.in_channels = in_channels
         self.num_classes = num_classes
         self.size_divisor = SIZE_DIVISOR
-        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+        self.register_buffer("mean", mean_tensor)
+        self.register_buffer("std", std_tensor)
 
         widths = [base_channels * 2**i for i in range(5)]  # 64, 128, 256, 512, 1024
         self.encoders = nn.ModuleList()
@@ -104,14 +99,7 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2], x.shape[-1]
-        divisor = self.size_divisor
-        pad_h = (divisor - height % divisor) % divisor
-        pad_w = (divisor - width % divisor) % divisor
-        if pad_h > 0 or pad_w > 0:
-            mode = "reflect" if pad_h < height and pad_w < width else "replicate"
-            x = F.pad(x, [0, pad_w, 0, pad_h], mode=mode)
-
-        x = (x - self.mean) / self.std
+        x = (pad_to_multiple(x, self.size_divisor) - self.mean) / self.std
         skips: list[torch.Tensor] = []
         for encoder in self.encoders:
             x = encoder(x)
@@ -120,8 +108,4 @@ class UNet(nn.Module):
         x = self.middle(x)
         for i, decoder in enumerate(self.decoders):
             x = decoder(x, skips[3 - i])
-        logits = self.head(x)
-
-        if pad_h > 0 or pad_w > 0:
-            logits = logits[:, :, :height, :width]
-        return logits
+        return self.head(x)[:, :, :height, :width]

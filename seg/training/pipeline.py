@@ -20,7 +20,7 @@ from seg.config_tree import print_config_tree
 from seg.data.datamodule import SegmentationDataModule
 from seg.errors import SegError, unwrapping_user_errors, user_message
 from seg.hardware import tune_allocator
-from seg.inference.formats import export_torchscript
+from seg.inference.formats import write_torchscript
 from seg.module import SegmentationModule
 from seg.reports.pictures import curves_figure, save_figure
 from seg.reports.run_summary import log_run_summary, shown
@@ -188,7 +188,9 @@ def _write_outputs(
         test_metrics = {k: float(v) for k, v in results[0].items()} if results else {}
     if not trainer.is_global_zero:
         return {}
-    model_path = export_torchscript(best.net, run_dir.model_file) if best is not None else None
+    model_path, export_method = (
+        write_torchscript(best.net, run_dir.model_file) if best is not None else (None, None)
+    )
 
     monitor = checkpoint.monitor or "val/dice"
     locations = seg_loggers.where(trainer.loggers)
@@ -204,6 +206,7 @@ def _write_outputs(
         "epochs": history.epochs,
         "train_seconds": round(seconds, 1),
         "resumed": bool(cfg.get("resume")),
+        "torchscript_method": export_method,  # script, or trace (see seg.inference.formats)
         "paths": {
             "run_dir": run_dir.path,
             "best_checkpoint": best_path or None,
