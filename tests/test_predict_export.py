@@ -54,12 +54,13 @@ def test_predict_without_classes_json_uses_generated_names(cli_run: Path, tmp_pa
     assert info.num_classes == 13 and info.class_names[0] == "class_0"
 
 
+@pytest.mark.parametrize("upsample", ["transpose", "bilinear"])
 @pytest.mark.parametrize("fmt", ["torchscript", "exported_program", "onnx"])
-def test_export_matches_eager_on_two_sizes(fmt: str, tmp_path: Path) -> None:
+def test_export_matches_eager_on_two_sizes(fmt: str, upsample: str, tmp_path: Path) -> None:
     if fmt == "onnx" and importlib.util.find_spec("onnxruntime") is None:
         pytest.skip('onnxruntime is not installed (pip install -e ".[export]")')
     torch.manual_seed(0)
-    net = UNet(in_channels=3, num_classes=5, base_channels=4).eval()
+    net = UNet(in_channels=3, num_classes=5, base_channels=4, upsample=upsample, dropout=0.2).eval()
     path = export(net, tmp_path / FORMATS[fmt].file_name, fmt)
     (tmp_path / "classes.json").write_text(json.dumps({"class_names": list("abcde")}))
     loaded, info, _ = load_model(path)
