@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from seg.errors import ConfigError
 from seg.hardware import best_precision
+from seg.models.unet import UPSAMPLERS
 from seg.training import cluster
 from seg.training.budget import DURATION
 from seg.training.progress import stderr_is_terminal
@@ -151,6 +152,13 @@ def validate_train_config(cfg: DictConfig) -> None:
             f"loss.class_weights has {len(weights)} values but data.num_classes is {num_classes}; "
             "give one weight per class, or use loss.class_weights=median_frequency"
         )
+    net = cfg.model.net
+    if "upsample" in net and net.upsample not in UPSAMPLERS:
+        raise ConfigError(
+            f"model.net.upsample={net.upsample!r} is not valid: expected {' or '.join(UPSAMPLERS)}"
+        )
+    if "dropout" in net and not (isinstance(net.dropout, (int, float)) and 0 <= net.dropout < 1):
+        raise ConfigError(f"model.net.dropout={net.dropout!r} is not valid: expected a number in [0, 1)")
     if cfg.model.net.num_classes != num_classes:
         raise ConfigError(
             f"model.net.num_classes={cfg.model.net.num_classes} disagrees with "

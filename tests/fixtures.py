@@ -121,3 +121,32 @@ class RecordLearningRate(pl.Callback):
         lr = trainer.optimizers[0].param_groups[0]["lr"]
         with open(f"{self.path}.rank{trainer.global_rank}", "a") as out:
             out.write(f"{trainer.global_step} {lr!r}\n")
+
+
+class RecordWeights(pl.Callback):
+    """Saves to ``path`` the module's state after every training step, the state it validates
+    with (outside the sanity check) and the state after the last validation, for the EMA tests."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.steps: list[dict[str, torch.Tensor]] = []
+        self.validated: list[dict[str, torch.Tensor]] = []
+
+    @staticmethod
+    def _state(module: pl.LightningModule) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: object) -> None:
+        self.steps.append(self._state(pl_module))
+
+    def on_validation_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: object
+    ) -> None:
+        if not trainer.sanity_checking:
+            self.validated.append(self._state(pl_module))
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.after = self._state(pl_module)
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        torch.save({"steps": self.steps, "validated": self.validated, "after": self.after}, self.path)

@@ -27,6 +27,8 @@ def test_default_config_is_valid(make_cfg: Any) -> None:
         (["trainer.max_time=1h"], "trainer.max_time='1h' is not valid: expected null or a duration"),
         (["data.class_names=[a,b]"], "data.class_names has 2 names but data.num_classes is 13"),
         (["model.net.num_classes=4"], "model.net.num_classes=4 disagrees with data.num_classes=13"),
+        (["model.net.upsample=nearest"], "model.net.upsample='nearest' is not valid: expected transpose or"),
+        (["model.net.dropout=1"], "model.net.dropout=1 is not valid: expected a number in [0, 1"),
     ],
 )
 def test_bad_values_name_the_key(overrides: list[str], message: str) -> None:

@@ -76,10 +76,11 @@ def assert_export_matches_eager(
         assert (got - expected).abs().max().item() < 1e-4
 
 
+@pytest.mark.parametrize("upsample", ["transpose", "bilinear"])
 @pytest.mark.parametrize("fmt", ["torchscript", "exported_program", "onnx"])
-def test_export_matches_eager_on_two_sizes(fmt: str, tmp_path: Path) -> None:
+def test_export_matches_eager_on_two_sizes(fmt: str, upsample: str, tmp_path: Path) -> None:
     torch.manual_seed(0)
-    net = UNet(in_channels=3, num_classes=5, base_channels=4)
+    net = UNet(in_channels=3, num_classes=5, base_channels=4, upsample=upsample, dropout=0.2)
     assert_export_matches_eager(net, fmt, tmp_path, [(1, 3, 32, 48), (3, 3, 64, 64)])
 
 

@@ -5,6 +5,14 @@ Four encoder stages of two 3x3 conv+BN+ReLU followed by 2x2 max-pooling, a middl
 convolution, concatenate the skip connection and apply another conv block. With
 ``base_channels=64`` this is the original 64-128-256-512-1024 network.
 
+Two options change it: ``upsample="bilinear"`` replaces each transposed convolution by a 1x1
+convolution followed by x2 bilinear upsampling (fewer parameters, no checkerboard artifacts, and
+no deconvolution, which oneDNN runs through a slow generic kernel on some CPUs). Both steps are
+linear and the bilinear weights sum to one, so convolving first gives the same result as the
+usual upsample-then-convolve at a quarter of the convolution's cost. ``dropout=p`` drops
+activations of the middle block (the end of the contracting path, where the paper puts it)
+with probability ``p`` while training.
+
 The model takes float RGB (or ``in_channels``-channel) images scaled to ``[0, 1]`` and
 normalises them itself with ``mean``/``std``, so an exported model needs no preprocessing
 beyond ``image / 255``. Inputs whose height or width is not a multiple of 16 are padded
@@ -38,14 +46,29 @@ class ConvBlock(nn.Sequential):
         )
 
 
-class UpBlock(nn.Module):
-    """Upsample x2 with a transposed conv, concatenate the skip, then a conv block."""
+def transpose_up(in_channels: int, out_channels: int) -> nn.Module:
+    """x2 upsampling by a stride-2 3x3 transposed convolution (the original network)."""
+    return nn.ConvTranspose2d(in_channels, out_channels, kernel_size=3, stride=2, padding=1, output_padding=1)
 
-    def __init__(self, in_channels: int, out_channels: int) -> None:
+
+def bilinear_up(in_channels: int, out_channels: int) -> nn.Module:
+    """x2 upsampling by a 1x1 convolution, then bilinear interpolation (equal to the reverse order)."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size=1),
+        nn.Upsample(scale_factor=2.0, mode="bilinear", align_corners=False),
+    )
+
+
+#: ``upsample`` values and the x2 upsampling layer each builds.
+UPSAMPLERS = {"transpose": transpose_up, "bilinear": bilinear_up}
+
+
+class UpBlock(nn.Module):
+    """Upsample x2 (``UPSAMPLERS``), concatenate the skip, then a conv block."""
+
+    def __init__(self, in_channels: int, out_channels: int, upsample: str = "transpose") -> None:
         super().__init__()
-        self.up = nn.ConvTranspose2d(
-            in_channels, out_channels, kernel_size=3, stride=2, padding=1, output_padding=1
-        )
+        self.up = UPSAMPLERS[upsample](in_channels, out_channels)
         self.conv = ConvBlock(2 * out_channels, out_channels)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
@@ -63,6 +86,10 @@ class UNet(nn.Module):
             ``seg.models.inputs.DEFAULT_MEAN``).
         std: per-channel standard deviation used to normalise the input (default
             ``seg.models.inputs.DEFAULT_STD``).
+        upsample: ``transpose`` (stride-2 transposed convolutions, the original network) or
+            ``bilinear`` (1x1 convolution + bilinear interpolation).
+        dropout: probability of zeroing an activation of the middle block while training
+            (0 = no dropout layer, the original network).
     """
 
     def __init__(
@@ -72,6 +99,8 @@ class UNet(nn.Module):
         base_channels: int = 64,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        upsample: str = "transpose",
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if in_channels < 1 or num_classes < 1 or base_channels < 1:
@@ -80,6 +109,10 @@ class UNet(nn.Module):
                 f"{in_channels}, {num_classes}, {base_channels}"
             )
         mean_tensor, std_tensor = normalisation(in_channels, mean, std)
+        if upsample not in UPSAMPLERS:
+            raise ValueError(f"UNet upsample must be one of {', '.join(UPSAMPLERS)}, got {upsample!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"UNet dropout must be in [0, 1), got {dropout}")
         self.in_channels = in_channels
         self.num_classes = num_classes
         self.size_divisor = SIZE_DIVISOR
@@ -94,7 +127,10 @@ class UNet(nn.Module):
             prev = width
         self.pool = nn.MaxPool2d(2)
         self.middle = ConvBlock(widths[3], widths[4])
-        self.decoders = nn.ModuleList([UpBlock(widths[i + 1], widths[i]) for i in reversed(range(4))])
+        self.dropout: nn.Module = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.decoders = nn.ModuleList(
+            [UpBlock(widths[i + 1], widths[i], upsample) for i in reversed(range(4))]
+        )
         self.head = nn.Conv2d(widths[0], num_classes, kernel_size=3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -105,7 +141,7 @@ class UNet(nn.Module):
             x = encoder(x)
             skips.append(x)
             x = self.pool(x)
-        x = self.middle(x)
+        x = self.dropout(self.middle(x))
         for i, decoder in enumerate(self.decoders):
             x = decoder(x, skips[3 - i])
         return self.head(x)[:, :, :height, :width]
