@@ -5,6 +5,10 @@
 # Rows G and H are 70 epochs of cosine decay with and without augmentation (an hour each); row I
 # is experiment=camvid_cpu as shipped (a 60-minute budget, the learning rate decayed linearly to
 # zero when it ends).
+# Rows J-O test the model options against experiment=camvid_cpu itself, 10 epochs with the
+# learning rate decayed to zero over them (a step budget, so every row trains the same steps on
+# any machine): J is the recipe, each later row changes one thing. Flip TTA is scored on J's
+# model with seg.evaluate (docs/camvid.md).
 # Usage: scripts/camvid_ablations.sh [DATA_ROOT] [ROWS]   (ROWS: letters, default ABCDE)
 set -euo pipefail
 root=${1:-../shared/datasets/camvid}
@@ -22,6 +26,8 @@ cosine70=(scheduler=cosine trainer.max_epochs=70 trainer.max_time=00:00:58:00)
 constant_adam=(scheduler=none model.optimizer._target_=torch.optim.Adam model.optimizer.lr=1e-3
                model.optimizer.weight_decay=0)
 
+recipe10=(trainer.max_epochs=10 trainer.check_val_every_n_epoch=1 trainer.max_time=null)
+
 run() { echo "== row $1: ${*:2}"; "$py" -m seg.train "${common[@]}" "${@:2}"; }
 
 for row in $(echo "$rows" | grep -o .); do
@@ -36,6 +42,13 @@ for row in $(echo "$rows" | grep -o .); do
     G) run G "${cosine70[@]}" "$augment" ;;                                          # H + augmentation
     H) run H "${cosine70[@]}" ;;                                                     # 70 epochs of cosine
     I) run I ;;                                                                      # camvid_cpu as shipped
-    *) echo "unknown row $row (use letters A-I)" >&2; exit 2 ;;
+    J) run J "${recipe10[@]}" ;;                                                     # camvid_cpu, 10 epochs
+    K) run K "${recipe10[@]}" model.net.upsample=bilinear ;;                         # J, bilinear decoder
+    L) run L "${recipe10[@]}" loss=combo loss.weights.ce=0 loss.weights.focal=1 ;;   # J, Dice + focal
+    M) run M "${recipe10[@]}" loss=combo loss.weights.ce=0 loss.weights.lovasz=1 ;;  # J, Dice + Lovasz
+    N) run N "${recipe10[@]}" callbacks.ema.decay=0.99 ;;                            # J, EMA of the weights
+    O) run O "${recipe10[@]}" model=smp ~model.net.base_channels model.net.arch=Unet \
+             model.net.encoder_name=resnet18 model.net.encoder_weights=null ;;        # smp Unet/resnet18
+    *) echo "unknown row $row (use letters A-O)" >&2; exit 2 ;;
   esac
 done
