@@ -139,7 +139,8 @@ def test_bad_config_value_is_one_line_and_exit_status_2(tmp_path: Path) -> None:
 def test_unknown_group_option_lists_the_valid_ones(tmp_path: Path) -> None:
     result = run_cli(["seg.train", "loss=hinge", f"paths.log_dir={tmp_path}"], cwd=tmp_path)
     assert result.returncode == 1
-    assert "Could not find 'loss/hinge'" in result.stderr and "dice_ce" in result.stderr and "lovasz" in result.stderr
+    assert "Could not find 'loss/hinge'" in result.stderr and "dice_ce" in result.stderr
+    assert "lovasz" in result.stderr
     assert "Traceback" not in result.stderr
 
 
