@@ -12,6 +12,8 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig
 
 from seg.benchmark import run_bench
+from seg.benchmark.quality import UNBOUNDED_EPOCHS
+from seg.errors import ConfigError
 from seg.models.unet import UNet
 
 #: Sizes that make every variant take a second or two; a small generated dataset.
@@ -95,3 +97,47 @@ def test_bench_command_line(tmp_path: Path, data_cache: Path) -> None:
 def test_unknown_bench_key_is_an_error(tmp_path: Path, data_cache: Path) -> None:
     with pytest.raises(ConfigCompositionException, match="Could not override 'base_channel'"):
         _bench_cfg(tmp_path, data_cache, "base_channel=16")
+
+
+#: A time-to-quality run small enough for a test: a 4-channel U-Net on 32 32x32 images, batch 4.
+TINY_QUALITY = [
+    "model.net.base_channels=4",
+    "data.image_size=32",
+    "data.batch_size=4",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+]
+
+
+@pytest.mark.slow
+def test_time_to_quality_trains_both_paths_to_the_budget(tmp_path: Path, data_cache: Path) -> None:
+    budget = 8
+    cfg = _bench_cfg(
+        tmp_path, data_cache, "variants=[time-to-quality]", f"quality_budget_s={budget}", train=TINY_QUALITY
+    )
+    results = run_bench(cfg, progress=lambda _: None)
+    rows = results["time_to_quality"]
+    assert [row["name"] for row in rows] == ["seg-default", "lightning-same"]
+    assert rows[1]["precision"] == "32-true" and rows[1]["layout"] == "NCHW"
+    assert rows[0]["layout"] == "channels_last"
+    for row in rows:
+        assert 0.0 <= row["dice"] <= 1.0
+        # stopped by the clock: inside the budget, long before the epoch count it was given
+        assert row["stopped_by_budget"], row["stop_reason"]
+        assert row["train_s"] < budget and row["wall_s"] < 1.5 * budget
+        assert 0 < row["epochs"] < UNBOUNDED_EPOCHS
+        # 32 training images in batches of 4
+        assert row["epochs"] == pytest.approx(row["steps"] * 4 / 32)
+        assert row["images_per_s"] == pytest.approx(row["steps"] * 4 / row["train_s"])
+        assert (row["base_channels"], row["image_size"], row["batch_size"]) == (4, 32, 4)
+    markdown = (tmp_path / "bench.md").read_text()
+    assert "| variant | budget (s) | images/s | epochs | best val Dice | notes |" in markdown
+    assert f"| lightning-same | {budget} |" in markdown
+    saved = json.loads((tmp_path / "bench.json").read_text())["time_to_quality"]
+    assert [row["dice"] for row in saved] == [row["dice"] for row in rows]
+
+
+def test_a_bad_quality_budget_names_the_key(tmp_path: Path, data_cache: Path) -> None:
+    cfg = _bench_cfg(tmp_path, data_cache, "variants=[time-to-quality]", "quality_budget_s=0")
+    with pytest.raises(ConfigError, match="quality_budget_s=0 is not valid"):
+        run_bench(cfg, progress=lambda _: None)

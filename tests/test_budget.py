@@ -15,7 +15,7 @@ from conftest import TINY, WITH_FIXTURES, compose_train, run_cli, start_cli, wai
 from hydra.utils import instantiate
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from seg.training.budget import BudgetSchedule, TrainingBudget, duration_seconds
+from seg.training.budget import BudgetSchedule, TrainingBudget, duration_seconds, duration_text
 from seg.training.pipeline import train
 
 LR = 3e-3
@@ -69,6 +69,12 @@ def test_bad_schedule_values_name_the_key() -> None:
         _schedule("linear", 1.0)
     assert duration_seconds("01:02:03:04") == 93784.0
     assert duration_seconds(None) is None
+
+
+def test_duration_text_is_what_max_time_reads() -> None:
+    assert duration_text(93784) == "01:02:03:04"  # 1 day, 2 h, 3 min, 4 s
+    assert duration_text(60) == "00:00:01:00"
+    assert duration_seconds(duration_text(86399)) == 86399.0
 
 
 def _lr_curve(run_dir: Path) -> list[tuple[int, float]]:

@@ -17,6 +17,8 @@ Variants (``conf/bench.yaml``: ``variants``):
 - ``inference``: the eager network against the TorchScript ``model.pt`` seg writes.
 - ``memory``: peak memory of ``lightning-same`` and ``seg-default`` training steps.
 - ``profile``: where a ``seg-default`` training step spends its time, by operator.
+- ``time-to-quality`` (``quality.py``; not in the default list): ``seg.train`` for a fixed
+  wall-clock budget, ``seg-default`` then the plain fp32 path, and the best val Dice each reached.
 
 ``measure`` (``measure.py``) gathers the numbers; ``report.py`` writes them; ``run_bench`` does both.
 """

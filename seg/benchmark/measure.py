@@ -11,6 +11,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from seg.benchmark import quality
 from seg.benchmark import variants as v
 from seg.benchmark.harness import Row, machine, matmul_peak, median_rate, train_step_flops
 
@@ -30,6 +31,7 @@ class _Bench:
         self.per_image_gflop = math.nan
         self.parameters: int | None = None
         self.profile: list[dict[str, Any]] = []
+        self.quality: list[dict[str, Any]] = []
 
     def training_config(self, name: str, profile: bool = False) -> DictConfig:
         b = self.bench
@@ -131,7 +133,14 @@ class _Bench:
             row = Row(f"memory {name}", math.nan, run.precision, memory_mb=run.memory_mb, note=note)
             self.rows.append(row)
 
+    def time_to_quality(self) -> None:
+        for name in quality.PATHS:
+            self.progress(f"time-to-quality {name}: seg.train for {self.bench.quality_budget_s} s...")
+            self.quality.append(quality.time_to_quality(self.bench, name))
+
     def run(self) -> dict[str, Any]:
+        if "time-to-quality" in self.wanted:  # a bad budget fails now, not after the other variants
+            quality.budget_overrides(self.bench.quality_budget_s)
         default = v.train_config(self.bench, "seg-default")
         self.count_flops(default)
         self.peak("32-true")
@@ -144,9 +153,9 @@ class _Bench:
         for row in self.rows:
             if reference is not None:
                 row.ratio = row.images_per_s / reference.images_per_s
-        for name in ("data", "inference", "memory"):
+        for name in ("data", "inference", "memory", "time-to-quality"):
             if name in self.wanted:
-                getattr(self, name)()
+                getattr(self, name.replace("-", "_"))()
         if "seg-default" not in self.wanted:  # measured only for its profile
             self.rows = [r for r in self.rows if r.name != "seg-default"]
         return {
@@ -159,6 +168,7 @@ class _Bench:
             "matmul_peak_gflops": self.peaks,
             "rows": [vars(r) for r in self.rows],
             "profile": self.profile,
+            "time_to_quality": self.quality,
         }
 
 

@@ -26,9 +26,19 @@ _PROFILE = [
     Column("calls", "calls", "{}", "right"),
 ]
 
+_QUALITY = [
+    Column("name", "variant"),
+    Column("budget_s", "budget (s)", "{}", "right"),
+    Column("images_per_s", "images/s", "{:.1f}", "right"),
+    Column("epochs", "epochs", "{:.1f}", "right"),
+    Column("dice", "best val Dice", "{:.3f}", "right"),
+    Column("note", "notes"),
+]
+
 
 def markdown(results: dict[str, Any]) -> str:
-    """The results as Markdown: the machine and settings, the variants table and the profile."""
+    """The results as Markdown: the machine and settings, the variants table, the profile and the
+    time-to-quality table."""
     m, c, train = results["machine"], results["config"], results["train_config"]
     net, data = train["model"]["net"], train["data"]
     peaks = ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in results["matmul_peak_gflops"].items())
@@ -43,15 +53,26 @@ def markdown(results: dict[str, Any]) -> str:
         f"{c['steps']} steps after {c['warmup']} warm-up steps. A training step costs "
         f"{results['train_step_gflop_per_image']:.1f} GFLOP per image (counted). "
         f"Matmul {c['matmul_size']}^2 peak: {peaks}.",
-        "",
-        markdown_table(results["rows"], _ROWS).rstrip("\n"),
     ]
+    if results["rows"]:
+        lines += ["", markdown_table(results["rows"], _ROWS).rstrip("\n")]
     if results.get("profile"):
         lines += [
             "",
             "Where a seg-default training step spends its time (self time by operator):",
             "",
             markdown_table(results["profile"], _PROFILE).rstrip("\n"),
+        ]
+    if results.get("time_to_quality"):
+        first = results["time_to_quality"][0]
+        lines += [
+            "",
+            f"Time to quality: seg.train for {first['budget_s']} s each (scheduler=budget, "
+            f"trainer.max_time), conf/train.yaml at its own sizes (base_channels {first['base_channels']}, "
+            f"{first['image_size']}x{first['image_size']}, batch {first['batch_size']}); the best val Dice "
+            "reached; images/s over training and its validations:",
+            "",
+            markdown_table(results["time_to_quality"], _QUALITY).rstrip("\n"),
         ]
     return "\n".join(lines) + "\n"
 

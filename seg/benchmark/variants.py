@@ -67,22 +67,27 @@ def train_config(
     size: int | None = None,
     batch: int | None = None,
     own: bool = False,
+    sized: bool = True,
 ) -> DictConfig:
     """The training config variant ``name`` measures: ``conf/train.yaml`` with the bench's device,
-    workers, sizes and ``train_overrides`` (with ``own``: without the last two), then ``extra``;
-    its outputs go to ``<bench output>/<name>``."""
-    sizes = [f"model.net.base_channels={bench.base_channels}"]
-    sizes += [f"data.image_size={size or bench.image_size}", f"data.batch_size={batch or bench.batch_size}"]
+    workers, sizes and ``train_overrides`` (with ``own``: without the last two; without ``sized``:
+    the training config's own sizes), then ``extra``; its outputs go to ``<bench output>/<name>``."""
+    sizes = [
+        f"model.net.base_channels={bench.base_channels}",
+        f"data.image_size={size or bench.image_size}",
+        f"data.batch_size={batch or bench.batch_size}",
+    ]
     workers = [] if bench.num_workers is None else [f"data.num_workers={bench.num_workers}"]
     paths = [
         f"paths.data_dir={bench.paths.data_dir}",
         f"paths.log_dir={bench.paths.log_dir}",
         f"paths.output_dir={Path(bench.paths.output_dir) / name.replace(' ', '-')}",
     ]
+    chosen = [] if own else [*(sizes if sized else []), *bench.train_overrides]
     device = device_of(bench)
     with unwrapping_user_errors():
         cfg = compose_train(
-            [f"trainer={TRAINERS[device.type]}", *([] if own else [*sizes, *bench.train_overrides]),
+            [f"trainer={TRAINERS[device.type]}", *chosen,
              *workers, *paths, "resume=null", "print_config=false", *extra]
         )  # fmt: skip
     validate_train_config(cfg)

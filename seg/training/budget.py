@@ -40,6 +40,14 @@ def duration_seconds(value: str | None) -> float | None:
     return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
 
 
+def duration_text(seconds: int) -> str:
+    """Whole ``seconds`` as the ``"DD:HH:MM:SS"`` string ``trainer.max_time`` takes."""
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    return f"{days:02d}:{hours:02d}:{minutes:02d}:{secs:02d}"
+
+
 class TrainingBudget(pl.Callback):
     """Measures the run against its budget and stops training when the budget is used up.
 
