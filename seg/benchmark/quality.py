@@ -23,6 +23,7 @@ from seg.benchmark import variants as v
 from seg.errors import ConfigError
 from seg.training.budget import duration_text
 from seg.training.pipeline import train
+from seg.training.stopping import BUDGET_STOP
 
 #: The paths compared, as named in ``variants.TRAINING_VARIANTS``: the composed config as it is,
 #: and the reference loop's settings (fp32, NCHW, no cuDNN autotuning).
@@ -30,9 +31,6 @@ PATHS = ("seg-default", "lightning-same")
 
 #: An epoch count no budget reaches here: the clock, not the epoch count, ends training.
 UNBOUNDED_EPOCHS = 100_000
-
-#: The ``stop_reason`` prefix of a run ended by its time budget (``seg.training.stopping``).
-BUDGET_STOP = "max_time reached"
 
 
 def budget_overrides(seconds: Any) -> list[str]:

@@ -37,6 +37,10 @@ def early_stopping(
     )
 
 
+#: How ``stop_reason`` begins when the time budget (``trainer.max_time``) ended training.
+BUDGET_STOP = "max_time reached"
+
+
 def stop_reason(trainer: pl.Trainer, status: str) -> str:
     """Why training ended: early stopping (and its message), the time budget, the epoch count, a signal..."""
     if status != "finished":
@@ -51,13 +55,13 @@ def stop_reason(trainer: pl.Trainer, status: str) -> str:
         budget = callback if isinstance(callback, TrainingBudget) else None
         if budget is not None and budget.max_seconds is not None and budget.time_left() == 0:
             return (
-                f"max_time reached after {budget.elapsed():.0f} s of the {budget.max_seconds:.0f} s "
+                f"{BUDGET_STOP} after {budget.elapsed():.0f} s of the {budget.max_seconds:.0f} s "
                 "budget (the rest kept for the final validation, test and export)"
             )
         if isinstance(callback, Timer):
             remaining = callback.time_remaining()
             if remaining is not None and remaining <= 0:
-                return f"max_time reached after {callback.time_elapsed():.0f} s of training"
+                return f"{BUDGET_STOP} after {callback.time_elapsed():.0f} s of training"
     if trainer.max_epochs is not None and trainer.current_epoch >= trainer.max_epochs:
         return f"max_epochs={trainer.max_epochs} reached"
     if 0 <= trainer.max_steps <= trainer.global_step:
