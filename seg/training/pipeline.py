@@ -118,8 +118,10 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
         stop.restore_signals()
         status = f"stopped by {stop.signal}" if stop.signal else "failed"
         if trainer.is_global_zero:
-            seconds = time.perf_counter() - start
-            _finish(cfg, trainer, datamodule, history, seconds, status, quiet=True, error=error)
+            try:  # save what can be saved, and let the original error through
+                _finish(cfg, trainer, datamodule, history, time.perf_counter() - start, status, error)
+            except Exception:
+                log.warning("could not write every output after the run stopped", exc_info=True)
         if stop.signal:
             log.info(
                 "Stopped by %s at epoch %d, step %d; the last checkpoint, model and metrics are saved. "
@@ -141,33 +143,13 @@ def _finish(
     history: MetricsHistory,
     seconds: float,
     status: str,
-    quiet: bool = False,
     error: BaseException | None = None,
 ) -> dict[str, Any]:
     """Export the best weights, test them (finished runs), write metrics/classes/curves; return metrics.
 
-    Runs after a failure too (``quiet``), where it saves what it can and never raises. Only the
-    rank-0 process writes files; every rank takes part in testing.
+    Also runs after a stop or a failure (``status`` other than ``finished``: no test, no summary).
+    Only the rank-0 process writes files; every rank takes part in testing.
     """
-    try:
-        return _write_outputs(cfg, trainer, datamodule, history, seconds, status, quiet, error)
-    except Exception:
-        if not quiet:
-            raise
-        log.warning("could not write every output after the run stopped", exc_info=True)
-        return {}
-
-
-def _write_outputs(
-    cfg: DictConfig,
-    trainer: pl.Trainer,
-    datamodule: SegmentationDataModule,
-    history: MetricsHistory,
-    seconds: float,
-    status: str,
-    quiet: bool,
-    error: BaseException | None = None,
-) -> dict[str, Any]:
     run_dir = RunDir.of_trainer(trainer, Path(cfg.paths.output_dir))
     checkpoint = trainer.checkpoint_callback
     assert checkpoint is not None
@@ -231,7 +213,7 @@ def _write_outputs(
     files = [model_path, run_dir.metrics, run_dir.classes, *sorted(run_dir.images.glob("*.png"))]
     seg_loggers.log_run_outputs(trainer.loggers, run_dir.path, metrics, info.class_names, curves, files)
     seg_loggers.finish(trainer.loggers, status)
-    if not quiet:
+    if finished:
         log_run_summary(metrics, run_dir)
     return metrics
 
