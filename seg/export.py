@@ -1,4 +1,4 @@
-"""``python -m seg.export model_path=<.ckpt or run dir> format=torchscript|onnx|exported_program``."""
+"""``python -m seg.export model_path=<.ckpt or run dir> format=<a key of seg.inference.formats.FORMATS>``."""
 
 from __future__ import annotations
 
@@ -8,11 +8,16 @@ from omegaconf import DictConfig
 import seg.config  # noqa: F401  (registers the config resolvers)
 from seg.errors import exit_on_user_error
 from seg.inference.formats import export_run
+from seg.inference.quantize import Int8Settings
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="export")
 def main(cfg: DictConfig) -> None:
-    model, classes = exit_on_user_error(lambda: export_run(cfg.model_path, cfg.format, cfg.get("output")))
+    model, classes = exit_on_user_error(
+        lambda: export_run(
+            cfg.model_path, cfg.format, cfg.get("output"), Int8Settings(**cfg.int8), cfg.get("data_root")
+        )
+    )
     print(f"Wrote {model} and {classes}")
 
 

@@ -30,16 +30,21 @@ def data_config(cfg: DictConfig) -> DictConfig:
     """The data config to evaluate on: a run directory's saved one, or the composed one."""
     if not cfg.get("run_dir"):
         return cfg.data
-    saved = RunDir.of(cfg.run_dir).saved_config()
+    return run_data_config(RunDir.of(cfg.run_dir), cfg.get("data_root"))
+
+
+def run_data_config(run_dir: RunDir, data_root: str | None = None) -> DictConfig:
+    """The data config a training run saved, read from ``data_root`` instead when given."""
+    saved = run_dir.saved_config()
     if saved is None:
-        raise SegError(f"run_dir {cfg.run_dir} has no saved config; is it a training run directory?")
+        raise SegError(f"run_dir {run_dir.path} has no saved config; is it a training run directory?")
     run_cfg = OmegaConf.load(saved)
-    if cfg.get("data_root"):
-        run_cfg.data.root = cfg.data_root
+    if data_root:
+        run_cfg.data.root = data_root
     return run_cfg.data
 
 
-def _datamodule(data: DictConfig, run_dir: RunDir | None) -> SegmentationDataModule:
+def build_datamodule(data: DictConfig, run_dir: RunDir | None) -> SegmentationDataModule:
     """The data module ``data`` describes; a run saved with other data settings than this version
     of seg takes is one line naming the way around it."""
     try:
@@ -114,7 +119,7 @@ def evaluate(cfg: DictConfig, default_output: Path) -> dict[str, Any]:
     split = cfg.split
     if split not in ("train", "val", "test"):
         raise SegError(f"split={split!r} is not valid: expected test, val or train")
-    datamodule = _datamodule(data_config(cfg), run_dir)
+    datamodule = build_datamodule(data_config(cfg), run_dir)
     if info.num_classes != datamodule.num_classes:
         raise SegError(
             f"model {model_path} predicts {info.num_classes} classes but the data has "

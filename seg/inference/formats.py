@@ -1,8 +1,10 @@
-"""Writing a trained network in deployable formats: TorchScript, ONNX, ``torch.export``.
+"""Writing a trained network in deployable formats: TorchScript, ONNX, int8 ONNX, ``torch.export``.
 
-Every format is fp32, in eval mode, with dynamic batch size and dynamic height and width (any
+Every format is in eval mode, with dynamic batch size and dynamic height and width (any
 multiple of the network's ``size_divisor``, 16 for the U-Net and 32 for most smp encoders;
-TorchScript takes any size), and is written atomically.
+TorchScript takes any size), and is written atomically. All are fp32 but ``onnx_int8``, whose
+convolutions run in int8 (``seg.inference.quantize``). ONNX files record the size divisor in their
+metadata (``SIZE_DIVISOR_KEY``), so a runner can pad other sizes itself.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import copy
 import io
 import logging
 import os
+import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +25,9 @@ from torch import nn
 
 from seg.artifacts import atomic_path
 from seg.errors import SegError
-from seg.inference.predictor import load_model
+from seg.inference.evaluation import build_datamodule, run_data_config
+from seg.inference.predictor import SIZE_DIVISOR_KEY, load_model
+from seg.inference.quantize import Calibration, Int8Settings, calibration_frames, quantize_onnx
 from seg.rundir import MODEL_FILE, RunDir
 
 log = logging.getLogger(__name__)
@@ -121,15 +126,36 @@ def export_onnx(net: nn.Module, path: str | os.PathLike[str]) -> Path:
             dynamo=True,
             external_data=False,
         )
+        _record_size_divisor(tmp, net)
+    return Path(path)
+
+
+def _record_size_divisor(path: Path, net: nn.Module) -> None:
+    import onnx
+
+    model = onnx.load(str(path))
+    onnx.helper.set_model_props(model, {SIZE_DIVISOR_KEY: str(int(getattr(net, "size_divisor", 16)))})
+    onnx.save(model, str(path))
+
+
+def export_onnx_int8(net: nn.Module, path: str | os.PathLike[str], calibration: Calibration) -> Path:
+    """Save an ONNX model whose convolutions are int8 (QDQ), calibrated on ``calibration.images``;
+    inputs and outputs are as in ``export_onnx`` and fp32."""
+    with tempfile.TemporaryDirectory() as tmp, atomic_path(path) as target:
+        fp32 = export_onnx(net, Path(tmp) / "fp32.onnx")
+        quantize_onnx(fp32, target, calibration.images, calibration.settings)
+        _record_size_divisor(target, net)
     return Path(path)
 
 
 @dataclass(frozen=True)
 class ExportFormat:
-    """A deployable format: the file it is written to in an export folder, and its writer."""
+    """A deployable format: the file it is written to in an export folder, and its writer.
+    A ``calibrated`` format's writer also takes a ``Calibration`` (training images)."""
 
     file_name: str
-    write: Callable[[nn.Module, str | os.PathLike[str]], Path]
+    write: Callable[..., Path]
+    calibrated: bool = False
 
 
 #: Every format ``seg.export`` writes, by the name ``format=`` takes. The TorchScript file is the
@@ -137,6 +163,7 @@ class ExportFormat:
 FORMATS: dict[str, ExportFormat] = {
     "torchscript": ExportFormat(MODEL_FILE, export_torchscript),
     "onnx": ExportFormat("model.onnx", export_onnx),
+    "onnx_int8": ExportFormat("model_int8.onnx", export_onnx_int8, calibrated=True),
     "exported_program": ExportFormat("model.pt2", export_program),
 }
 
@@ -148,9 +175,17 @@ def export_format(name: str) -> ExportFormat:
     return FORMATS[name]
 
 
-def export(net: nn.Module, path: str | os.PathLike[str], fmt: str) -> Path:
-    """Write ``net`` to ``path`` in format ``fmt`` (a key of ``FORMATS``)."""
-    return export_format(fmt).write(net, path)
+def export(
+    net: nn.Module, path: str | os.PathLike[str], fmt: str, calibration: Calibration | None = None
+) -> Path:
+    """Write ``net`` to ``path`` in format ``fmt`` (a key of ``FORMATS``); a calibrated format needs
+    ``calibration``."""
+    chosen = export_format(fmt)
+    if not chosen.calibrated:
+        return chosen.write(net, path)
+    if calibration is None:
+        raise SegError(f"format={fmt} needs calibration images: export a training run or its .ckpt")
+    return chosen.write(net, path, calibration)
 
 
 def checkpoint_of(path: Path) -> tuple[Path, RunDir]:
@@ -164,11 +199,27 @@ def checkpoint_of(path: Path) -> tuple[Path, RunDir]:
     return path, RunDir.of(path.parent.parent)
 
 
-def export_run(model_path: str | os.PathLike[str], fmt: str, output: str | None = None) -> tuple[Path, Path]:
+def export_run(
+    model_path: str | os.PathLike[str],
+    fmt: str,
+    output: str | None = None,
+    int8: Int8Settings | None = None,
+    data_root: str | None = None,
+) -> tuple[Path, Path]:
     """Export a run's best weights (or a ``.ckpt``) as ``fmt`` with its classes file beside it,
-    into ``output`` or the run's export folder. Returns the model file and the classes file."""
+    into ``output`` or the run's export folder. Returns the model file and the classes file.
+
+    A calibrated format (``onnx_int8``) is calibrated on ``int8.calibration_images`` training frames
+    of the run's saved data config, read from ``data_root`` instead of the saved root when given.
+    """
     chosen = export_format(fmt)
     checkpoint, run_dir = checkpoint_of(Path(model_path))
     net, info, _ = load_model(checkpoint)
+    calibration = None
+    if chosen.calibrated:
+        if int8 is None:
+            raise SegError(f"format={fmt} needs the int8 settings (conf/export.yaml: int8)")
+        datamodule = build_datamodule(run_data_config(run_dir, data_root), run_dir)
+        calibration = Calibration(calibration_frames(datamodule, int8.calibration_images), int8)
     folder = Path(output) if output else run_dir.export_dir
-    return export(net, folder / chosen.file_name, fmt), info.write(folder)
+    return export(net, folder / chosen.file_name, fmt, calibration), info.write(folder)

@@ -20,13 +20,22 @@ from torch import nn
 from seg.errors import SegError
 from seg.hardware import best_precision
 from seg.inference.tta import PLAIN, TTA
+from seg.models.inputs import pad_to_multiple
 from seg.rundir import CLASSES_FILE, ClassInfo, RunDir
 
 Model = Callable[[torch.Tensor], torch.Tensor]
 
+#: The ONNX metadata key under which ``seg.export`` records the network's size divisor.
+SIZE_DIVISOR_KEY = "seg.size_divisor"
+
 
 class OnnxModel:
-    """An ONNX file run by onnxruntime, called like a module on CPU tensors."""
+    """An ONNX file run by onnxruntime, called like a module on CPU tensors.
+
+    An exported graph takes only multiples of the network's size divisor (recorded in its
+    metadata), so other sizes are padded here as the network pads them itself
+    (``seg.models.inputs.pad_to_multiple``) and the logits are cropped back.
+    """
 
     def __init__(self, path: Path) -> None:
         try:
@@ -34,10 +43,14 @@ class OnnxModel:
         except ImportError:
             raise SegError(f'{path} is an ONNX model; running it needs: pip install -e ".[export]"') from None
         self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        self.size_divisor = int(metadata.get(SIZE_DIVISOR_KEY, 1))
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        (logits,) = self.session.run(None, {"image": images.detach().cpu().float().numpy()})
-        return torch.from_numpy(logits)
+        height, width = images.shape[-2:]
+        padded = pad_to_multiple(images.detach().cpu().float(), self.size_divisor)
+        (logits,) = self.session.run(None, {"image": padded.numpy()})
+        return torch.from_numpy(logits)[..., :height, :width]
 
 
 def load_model(path: str | Path) -> tuple[Model, ClassInfo, Path]:

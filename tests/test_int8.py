@@ -1,0 +1,115 @@
+"""seg.export format=onnx_int8: an int8 model that onnxruntime runs alone, and seg.predict / seg.evaluate."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import run_cli
+from PIL import Image
+
+from seg.errors import ConfigError, SegError
+from seg.inference.evaluation import build_datamodule, run_data_config
+from seg.inference.formats import FORMATS, checkpoint_of, export, export_format, export_run
+from seg.inference.predictor import OnnxModel, load_model, to_input
+from seg.inference.quantize import Int8Settings, onnxruntime_quantization, spread
+from seg.models.unet import UNet
+from seg.rundir import RunDir
+
+onnxruntime = pytest.importorskip("onnxruntime", reason='needs the export extra: pip install -e ".[export]"')
+
+
+def test_onnx_pads_sizes_the_graph_does_not_take(tmp_path: Path) -> None:
+    # The exported graph takes multiples of 16 only; OnnxModel pads like the network and crops back.
+    torch.manual_seed(0)
+    net = UNet(in_channels=3, num_classes=4, base_channels=4).eval()
+    model = OnnxModel(export(net, tmp_path / "model.onnx", "onnx"))
+    assert model.size_divisor == 16
+    x = torch.rand(2, 3, 40, 57)
+    with torch.no_grad():
+        assert (model(x) - net(x)).abs().max().item() < 1e-4
+
+
+def test_calibration_frames_are_spread_over_the_split() -> None:
+    assert spread(367, 4) == [0, 91, 183, 275]
+    assert spread(3, 16) == [0, 1, 2]
+
+
+def test_bad_settings_and_format_are_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(SegError, match=r"format='onnx_int4' is not valid: expected one of .*onnx_int8"):
+        export_format("onnx_int4")
+    with pytest.raises(ConfigError, match=r"int8.method='kl' is not valid: expected one of minmax, entropy"):
+        Int8Settings(16, "kl", True, False)
+    with pytest.raises(ConfigError, match=r"int8.calibration_images=0"):
+        Int8Settings(0, "minmax", True, False)
+    net = UNet(in_channels=3, num_classes=2, base_channels=4)
+    with pytest.raises(SegError, match="format=onnx_int8 needs calibration images"):
+        export(net, tmp_path / "m.onnx", "onnx_int8")
+    monkeypatch.setitem(sys.modules, "onnxruntime.quantization", None)
+    with pytest.raises(SegError, match=r'int8 export needs onnxruntime.*pip install -e "\.\[export\]"'):
+        onnxruntime_quantization()
+
+
+@pytest.mark.slow
+def test_int8_export_runs_alone_and_in_predict_and_evaluate(cli_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "export"
+    settings = Int8Settings(8, "minmax", True, False)
+    model_file, classes = export_run(cli_run, "onnx_int8", str(out), settings)
+    assert model_file == out / FORMATS["onnx_int8"].file_name and classes == out / "classes.json"
+
+    # onnxruntime alone: int8 convolutions, and the labels of the fp32 network on >= 95% of pixels.
+    # Each int8 rounding moves a logit by about a step of its layer's scale, so only pixels whose two
+    # best classes are that close can flip; on the tiny run's val images that is under 5% of them.
+    import onnx
+
+    kinds = {node.op_type for node in onnx.load(str(model_file)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= kinds
+    session = onnxruntime.InferenceSession(str(model_file), providers=["CPUExecutionProvider"])
+    net, _, _ = load_model(checkpoint_of(cli_run)[0])
+    data = build_datamodule(run_data_config(RunDir.of(cli_run)), RunDir.of(cli_run))
+    images, _ = next(iter(data.eval_dataloader("val")))
+    x = to_input(images)
+    (int8_logits,) = session.run(None, {"image": x.numpy()})
+    with torch.no_grad():
+        fp32_labels = net.float().eval()(x).argmax(1)
+    agreement = (torch.from_numpy(int8_logits).argmax(1) == fp32_labels).float().mean().item()
+    assert agreement >= 0.95, agreement
+
+    # seg.predict on an odd size (padded by OnnxModel) and seg.evaluate on the run's data.
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (50, 70, 3), dtype=np.uint8)).save(
+        inputs / "a.png"
+    )
+    masks = tmp_path / "masks"
+    result = run_cli(
+        ["seg.predict", f"model_path={model_file}", f"input={inputs}", f"output={masks}"], cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    with Image.open(masks / "a.png") as mask:
+        assert mask.size == (70, 50)
+    result = run_cli(["seg.evaluate", f"run_dir={cli_run}", f"model_path={model_file}", "split=val",
+                      f"output_dir={tmp_path / 'eval'}", "num_samples=0"], cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    int8_iou = json.loads((tmp_path / "eval" / "metrics.json").read_text())["mean"]["iou"]
+    result = run_cli(["seg.evaluate", f"run_dir={cli_run}", "split=val", "precision=32",
+                      f"output_dir={tmp_path / 'eval32'}", "num_samples=0"], cwd=tmp_path)  # fmt: skip
+    fp32_iou = json.loads((tmp_path / "eval32" / "metrics.json").read_text())["mean"]["iou"]
+    assert abs(int8_iou - fp32_iou) < 0.02, (int8_iou, fp32_iou)
+
+
+@pytest.mark.slow
+def test_export_cli_int8_and_its_errors(cli_run: Path, tmp_path: Path) -> None:
+    result = run_cli(["seg.export", f"model_path={cli_run}", "format=onnx_int8", "int8.calibration_images=2",
+                      f"output={tmp_path}"], cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "model_int8.onnx").is_file() and (tmp_path / "classes.json").is_file()
+    result = run_cli(
+        ["seg.export", f"model_path={cli_run}", "format=onnx_int8", "int8.method=kl"], cwd=tmp_path
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: int8.method='kl' is not valid")
