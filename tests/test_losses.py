@@ -70,28 +70,33 @@ def test_ignored_pixels_change_nothing() -> None:
     # A third pixel with confident, wrong logits, labelled with the ignore index.
     logits = torch.cat([LOGITS, torch.tensor([[[[9.0]], [[-9.0]]]])], dim=3)
     target = torch.tensor([[[0, 1, 255]]])
-    for loss in (DiceLoss(smooth=1.0, ignore_index=255), DiceCELoss(ignore_index=255)):
-        reference = type(loss)(ignore_index=255)(LOGITS, TARGET)
+    for make in (
+        lambda: DiceLoss(smooth=1.0, ignore_index=255),
+        lambda: DiceCELoss(dice_weight=1.0, ce_weight=1.0, smooth=1.0, ignore_index=255),
+    ):
+        loss, reference = make(), make()(LOGITS, TARGET)
         assert loss(logits, target).item() == pytest.approx(reference.item(), abs=1e-6)
 
 
 def test_dice_ce_adds_cross_entropy() -> None:
     expected = (1 - (8 / 13 + 6 / 11) / 2) + 1.5 * math.log(2)
-    assert DiceCELoss()(LOGITS, TARGET).item() == pytest.approx(expected, abs=1e-6)
-    weighted = DiceCELoss(dice_weight=0.5, ce_weight=2.0)(LOGITS, TARGET).item()
+    assert DiceCELoss(dice_weight=1.0, ce_weight=1.0, smooth=1.0)(LOGITS, TARGET).item() == pytest.approx(
+        expected, abs=1e-6
+    )
+    weighted = DiceCELoss(dice_weight=0.5, ce_weight=2.0, smooth=1.0)(LOGITS, TARGET).item()
     assert weighted == pytest.approx(0.5 * (1 - (8 / 13 + 6 / 11) / 2) + 3 * math.log(2), abs=1e-6)
 
 
 #: One instance of every loss, with options away from their defaults where that tests more.
 ALL_LOSSES = {
-    "dice": lambda **kw: DiceLoss(**kw),
-    "dice_ce": lambda **kw: DiceCELoss(**kw),
+    "dice": lambda **kw: DiceLoss(smooth=1.0, **kw),
+    "dice_ce": lambda **kw: DiceCELoss(dice_weight=1.0, ce_weight=1.0, smooth=1.0, **kw),
     "ce": lambda **kw: CrossEntropyLoss(**kw),
     "focal": lambda **kw: FocalLoss(gamma=2.0, **kw),
     "focal_half": lambda **kw: FocalLoss(gamma=0.5, **kw),
-    "tversky": lambda **kw: TverskyLoss(**kw),
-    "focal_tversky": lambda **kw: TverskyLoss(gamma=0.75, **kw),
-    "lovasz": lambda **kw: LovaszSoftmaxLoss(**kw),
+    "tversky": lambda **kw: TverskyLoss(alpha=0.3, beta=0.7, gamma=1.0, smooth=1.0, **kw),
+    "focal_tversky": lambda **kw: TverskyLoss(alpha=0.3, beta=0.7, gamma=0.75, smooth=1.0, **kw),
+    "lovasz": lambda **kw: LovaszSoftmaxLoss(per_image=False, only_present=True, **kw),
     "lovasz_per_image_all": lambda **kw: LovaszSoftmaxLoss(per_image=True, only_present=False, **kw),
 }
 
@@ -107,7 +112,7 @@ def test_perfect_prediction_gives_zero(loss: torch.nn.Module) -> None:
 def test_absent_class_not_predicted_is_not_penalised() -> None:
     target = torch.zeros(1, 4, 4, dtype=torch.long)  # only class 0; classes 1 and 2 absent
     logits = torch.tensor([50.0, 0.0, 0.0]).view(1, 3, 1, 1).expand(1, 3, 4, 4)
-    assert DiceLoss()(logits, target).item() < 1e-4
+    assert DiceLoss(smooth=1.0)(logits, target).item() < 1e-4
 
 
 @pytest.mark.parametrize("loss", [make(ignore_index=0) for make in ALL_LOSSES.values()], ids=list(ALL_LOSSES))
@@ -128,7 +133,7 @@ def test_bf16_logits_give_the_fp32_value(name: str) -> None:
 
 def test_shape_mismatch_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="differ in size"):
-        DiceLoss()(torch.zeros(1, 2, 4, 4), torch.zeros(1, 4, 5, dtype=torch.long))
+        DiceLoss(smooth=1.0)(torch.zeros(1, 2, 4, 4), torch.zeros(1, 4, 5, dtype=torch.long))
 
 
 # --- hand-computed values of the new losses (the case in the module docstring) ---
@@ -140,7 +145,7 @@ def test_focal_matches_hand_computation() -> None:
 
 def test_tversky_matches_hand_computation() -> None:
     index = torch.tensor([20 / 43, 10 / 37])
-    loss = TverskyLoss(alpha=0.3, beta=0.7, smooth=0.0)
+    loss = TverskyLoss(alpha=0.3, beta=0.7, gamma=1.0, smooth=0.0)
     torch.testing.assert_close(loss.per_class(LOGITS, TARGET), index)
     assert loss(LOGITS, TARGET).item() == pytest.approx(1 - (20 / 43 + 10 / 37) / 2, abs=1e-6)
     focal = TverskyLoss(alpha=0.3, beta=0.7, gamma=2.0, smooth=0.0)(LOGITS, TARGET).item()
@@ -159,7 +164,7 @@ def test_lovasz_matches_hand_computation() -> None:
     # Mean over the two (present) classes: (5/8 + 13/24) / 2 = 7/12.
     logits = torch.tensor([[[[0.0, math.log(3.0), 0.0]], [[0.0, 0.0, math.log(3.0)]]]])
     target = torch.tensor([[[0, 1, 1]]])
-    loss = LovaszSoftmaxLoss()
+    loss = LovaszSoftmaxLoss(per_image=False, only_present=True)
     torch.testing.assert_close(loss.per_class(logits, target)[0], torch.tensor([[5 / 8, 13 / 24]]))
     assert loss(logits, target).item() == pytest.approx(7 / 12, abs=1e-6)
 
@@ -251,7 +256,7 @@ def test_tversky_with_equal_weights_is_dice() -> None:
     # TP / (TP + (FP + FN) / 2) = 2 TP / (sum p + sum t): Dice, with half the smoothing term.
     logits, target = _random_case(3)
     dice = DiceLoss(smooth=1.0, ignore_index=255)(logits, target)
-    tversky = TverskyLoss(alpha=0.5, beta=0.5, smooth=0.5, ignore_index=255)(logits, target)
+    tversky = TverskyLoss(alpha=0.5, beta=0.5, gamma=1.0, smooth=0.5, ignore_index=255)(logits, target)
     assert tversky.item() == pytest.approx(dice.item(), abs=1e-6)
 
 
@@ -321,18 +326,25 @@ def test_lovasz_matches_brute_force(per_image: bool, only_present: bool, seed: i
 
 def test_lovasz_per_image_is_the_mean_of_single_images() -> None:
     logits, target = _random_case(4, ignore=None)
-    loss = LovaszSoftmaxLoss(per_image=True)
-    singles = [LovaszSoftmaxLoss()(logits[i : i + 1], target[i : i + 1]) for i in range(2)]
+    loss = LovaszSoftmaxLoss(per_image=True, only_present=True)
+    singles = [
+        LovaszSoftmaxLoss(per_image=False, only_present=True)(logits[i : i + 1], target[i : i + 1])
+        for i in range(2)
+    ]
     assert loss(logits, target).item() == pytest.approx(sum(singles).item() / 2, abs=1e-6)
 
 
 def test_lovasz_class_weights_weight_the_mean_over_classes() -> None:
     logits, target = _random_case(5)
     weights = [1.0, 2.0, 0.5, 3.0]
-    losses, counted = LovaszSoftmaxLoss(ignore_index=255).per_class(logits, target)
+    losses, counted = LovaszSoftmaxLoss(per_image=False, only_present=True, ignore_index=255).per_class(
+        logits, target
+    )
     w = torch.tensor(weights) * counted[0]
     expected = (losses[0] * w).sum() / w.sum()
-    loss = LovaszSoftmaxLoss(ignore_index=255, class_weights=weights)(logits, target)
+    loss = LovaszSoftmaxLoss(per_image=False, only_present=True, ignore_index=255, class_weights=weights)(
+        logits, target
+    )
     assert loss.item() == pytest.approx(expected.item(), abs=1e-6)
 
 
@@ -362,7 +374,9 @@ def test_a_batch_of_ignored_pixels_gives_zero(name: str) -> None:
     assert torch.isfinite(logits.grad).all()
 
 
-@pytest.mark.parametrize("make", [lambda: FocalLoss(gamma=-1), lambda: TverskyLoss(beta=-0.1)])
+@pytest.mark.parametrize(
+    "make", [lambda: FocalLoss(gamma=-1), lambda: TverskyLoss(alpha=0.3, beta=-0.1, gamma=1.0, smooth=1.0)]
+)
 def test_invalid_options_are_config_errors(make: Callable[[], Any]) -> None:
     with pytest.raises(ConfigError, match=r"loss\.(gamma|beta)="):
         make()
@@ -388,7 +402,7 @@ def test_combo_starts_as_dice_ce() -> None:
     logits, target = _random_case(8)
     combo = _loss_from_config("loss=combo")
     assert list(combo.terms) == ["dice", "ce"]
-    expected = DiceCELoss(ignore_index=255)(logits, target)
+    expected = DiceCELoss(dice_weight=1.0, ce_weight=1.0, smooth=1.0, ignore_index=255)(logits, target)
     assert combo(logits, target).item() == pytest.approx(expected.item(), abs=1e-6)
 
 
@@ -406,9 +420,12 @@ def test_combo_weights_switch_terms_and_hand_them_the_shared_options() -> None:
     )
     assert list(combo.terms) == ["dice", "focal", "lovasz"]
     expected = (
-        0.5 * DiceLoss(ignore_index=255, class_weights=weights)(logits, target)
+        0.5 * DiceLoss(smooth=1.0, ignore_index=255, class_weights=weights)(logits, target)
         + 0.25 * FocalLoss(1.5, ignore_index=255, class_weights=weights)(logits, target)
-        + 2 * LovaszSoftmaxLoss(ignore_index=255, class_weights=weights)(logits, target)
+        + 2
+        * LovaszSoftmaxLoss(per_image=False, only_present=True, ignore_index=255, class_weights=weights)(
+            logits, target
+        )
     )
     assert combo(logits, target).item() == pytest.approx(expected.item(), abs=1e-6)
 

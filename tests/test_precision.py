@@ -103,7 +103,7 @@ def _fp32_layers() -> list[Layer]:
     for name, module in modules.items():
         if isinstance(module, ROUNDING_LAYERS):
             module.register_forward_hook(keep(name))
-    DiceLoss()(net(images), target).backward()
+    DiceLoss(smooth=1.0)(net(images), target).backward()
     rounding = [name for name, module in modules.items() if isinstance(module, ROUNDING_LAYERS)]
     assert sorted(seen) == sorted(rounding) and all("g" in value for value in seen.values())
     return [Layer(name, modules[name], value["x"], value["g"]) for name, value in seen.items()]

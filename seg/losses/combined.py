@@ -82,9 +82,9 @@ class DiceCELoss(WeightedSum):
 
     def __init__(
         self,
-        dice_weight: float = 1.0,
-        ce_weight: float = 1.0,
-        smooth: float = 1.0,
+        dice_weight: float,
+        ce_weight: float,
+        smooth: float,
         ignore_index: int | None = None,
         class_weights: Sequence[float] | None = None,
     ) -> None:

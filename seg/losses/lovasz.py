@@ -50,8 +50,8 @@ class LovaszSoftmaxLoss(nn.Module):
 
     def __init__(
         self,
-        per_image: bool = False,
-        only_present: bool = True,
+        per_image: bool,
+        only_present: bool,
         ignore_index: int | None = None,
         class_weights: Sequence[float] | None = None,
     ) -> None:

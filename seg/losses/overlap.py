@@ -51,7 +51,7 @@ class DiceLoss(_OverlapLoss):
 
     def __init__(
         self,
-        smooth: float = 1.0,
+        smooth: float,
         ignore_index: int | None = None,
         class_weights: Sequence[float] | None = None,
     ) -> None:
@@ -91,10 +91,10 @@ class TverskyLoss(_OverlapLoss):
 
     def __init__(
         self,
-        alpha: float = 0.3,
-        beta: float = 0.7,
-        gamma: float = 1.0,
-        smooth: float = 1.0,
+        alpha: float,
+        beta: float,
+        gamma: float,
+        smooth: float,
         ignore_index: int | None = None,
         class_weights: Sequence[float] | None = None,
     ) -> None:

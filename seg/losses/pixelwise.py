@@ -70,7 +70,7 @@ class FocalLoss(_PixelLoss):
 
     def __init__(
         self,
-        gamma: float = 2.0,
+        gamma: float,
         ignore_index: int | None = None,
         class_weights: Sequence[float] | None = None,
     ) -> None:
