@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 
 import seg.config  # noqa: F401  (registers the config resolvers)
 from seg.errors import SegError, exit_on_user_error
+from seg.hardware import tune_allocator
 from seg.inference.image_files import PredictionReport, predict_files
 from seg.inference.predictor import Predictor, load_model
 from seg.inference.tta import from_config
@@ -33,6 +34,7 @@ def run(cfg: DictConfig) -> PredictionReport:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
+    tune_allocator()  # full frames: batches of large activations, allocated anew at every call
     exit_on_user_error(lambda: run(cfg))
 
 

@@ -38,7 +38,8 @@ def test_checkpoint_and_torchscript_give_the_same_numbers(
     best = trained_run["metrics"]["paths"]["best_checkpoint"]
     reports = []
     for name, model in (("ckpt", best), ("pt", trained_run["dir"] / "model.pt")):
-        cfg = _eval_cfg(*_data_overrides(trained_run), f"model_path={model}", f"output_dir={tmp_path / name}")
+        overrides = [f"model_path={model}", f"output_dir={tmp_path / name}", "precision=32"]
+        cfg = _eval_cfg(*_data_overrides(trained_run), *overrides)
         reports.append(evaluate(cfg, tmp_path))
     ckpt, script = reports
     assert ckpt["confusion_matrix"] == script["confusion_matrix"]
@@ -58,7 +59,8 @@ def test_evaluate_equals_trainer_test_on_the_same_weights(
     )
     tested = trainer.test(module, datamodule=instantiate(trained_run["cfg"].data), verbose=False)[0]
 
-    report = evaluate(_eval_cfg(f"run_dir={run_dir.path}", f"output_dir={tmp_path}"), tmp_path)
+    cfg = _eval_cfg(f"run_dir={run_dir.path}", f"output_dir={tmp_path}", "precision=32")
+    report = evaluate(cfg, tmp_path)
     assert report["model"] == run_dir.model_file and report["images"] == 16
     assert 0.2 < report["mean"]["dice"] <= 1  # a trained model: the comparison is not of NaNs
     close = {"abs": 1e-6, "nan_ok": True}

@@ -168,6 +168,7 @@ def evaluate(cfg: DictConfig, default_output: Path) -> dict[str, Any]:
         "split": split,
         "images": len(dataset),
         "tta": predictor.tta.settings(),
+        "precision": predictor.precision,
         "mean": means,
         "per_class": rows,
         "confusion_matrix": confmat.tolist(),
@@ -179,7 +180,8 @@ def evaluate(cfg: DictConfig, default_output: Path) -> dict[str, Any]:
     with atomic_path(output / "metrics.md") as tmp:
         heading = f"# {split} split of {datamodule.root} ({len(dataset)} images)"
         tmp.write_text(
-            f"{heading}\n\nModel: `{model_path}`, test-time augmentation: {predictor.tta}\n\n{table}"
+            f"{heading}\n\nModel: `{model_path}`, precision: {predictor.precision}, "
+            f"test-time augmentation: {predictor.tta}\n\n{table}"
         )
     title = f"{split}: {len(dataset)} images"
     save_figure(confusion_matrix_figure(confmat, info.class_names, title), output / "confusion_matrix.png")
