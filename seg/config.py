@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import re
 import warnings
@@ -10,6 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from seg.errors import ConfigError
@@ -110,6 +112,7 @@ _CHECKS: list[tuple[str, Callable[[object], bool], str]] = [
     ("model.net.base_channels", _positive_int, "an integer >= 1"),
     ("model.optimizer.lr", _positive_number, "a positive number"),
     ("trainer.max_epochs", lambda v: v is None or v == -1 or _positive_int(v), "an integer >= 1"),
+    ("model.compile", lambda v: isinstance(v, bool), "true or false"),
     ("trainer.max_time", _duration, 'null or a duration "DD:HH:MM:SS", e.g. "00:01:30:00"'),
 ]
 
@@ -163,4 +166,27 @@ def validate_train_config(cfg: DictConfig) -> None:
         raise ConfigError(
             f"model.net.num_classes={cfg.model.net.num_classes} disagrees with "
             f"data.num_classes={num_classes}; leave model.net.num_classes at ${{data.num_classes}}"
+        )
+    _check_fused_optimizer(cfg)
+
+
+def _check_fused_optimizer(cfg: DictConfig) -> None:
+    """``model.optimizer.fused`` only where the optimizer takes it, and never with gradient clipping
+    under fp16 loss scaling (Lightning cannot unscale a fused optimizer's gradients before clipping)."""
+    optimizer = cfg.model.optimizer
+    if not optimizer.get("fused"):
+        return
+    try:
+        takes_fused = "fused" in inspect.signature(get_class(optimizer._target_)).parameters
+    except Exception:  # not importable: instantiating reports it
+        return
+    if not takes_fused:
+        raise ConfigError(
+            f"model.optimizer.fused: {optimizer._target_} has no fused step; "
+            "remove it with ~model.optimizer.fused"
+        )
+    if cfg.trainer.get("gradient_clip_val") and cfg.trainer.get("precision") in ("16-mixed", 16, "16"):
+        raise ConfigError(
+            "trainer.gradient_clip_val cannot clip a fused optimizer's gradients under "
+            "trainer.precision=16-mixed; add model.optimizer.fused=false"
         )

@@ -6,6 +6,8 @@ so ``SegmentationModule.load_from_checkpoint(path)`` rebuilds it from the ``.ckp
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,6 +20,8 @@ from torch import nn
 from seg.errors import NonFiniteLossError, unwrapping_user_errors
 from seg.metrics import MeanDice, build_metrics, summarize
 from seg.reports.pictures import default_palette
+
+log = logging.getLogger(__name__)
 
 
 def _plain(config: Any) -> Any:
@@ -43,6 +47,9 @@ class SegmentationModule(pl.LightningModule):
         ignore_index: target value left out of the metrics (the loss has its own setting).
         channels_last: keep activations in NHWC, which is faster for convolutions on CPU
             (oneDNN) and on GPU tensor cores.
+        compile: ``torch.compile`` the network's calls while fitting (``nn.Module.compile``: in
+            place, so the parameters, checkpoints and the exported ``model.pt`` are those of the
+            plain network). The first training step, which compiles, is timed and logged.
     """
 
     def __init__(
@@ -55,6 +62,7 @@ class SegmentationModule(pl.LightningModule):
         palette: Sequence[Sequence[int]] | None = None,
         ignore_index: int | None = None,
         channels_last: bool = True,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         net, loss, optimizer, scheduler = _plain(net), _plain(loss), _plain(optimizer), _plain(scheduler)
@@ -72,6 +80,9 @@ class SegmentationModule(pl.LightningModule):
         self.ignore_index = ignore_index
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.net.to(memory_format=self.memory_format)
+        self.compile_net = bool(compile)
+        self.compile_seconds: float | None = None  # the first compiled training step, once measured
+        self._first_step_start: float | None = None
         self.last_confmat: dict[str, Any] = {}  # the latest confusion matrix per stage, for pictures
         self.val_metrics = build_metrics(num_classes, ignore_index)
         self.test_metrics = build_metrics(num_classes, ignore_index)
@@ -133,6 +144,23 @@ class SegmentationModule(pl.LightningModule):
     def on_train_start(self) -> None:
         # Sanity-check batches must not leak into the first epoch's validation scores.
         self.val_metrics.reset()
+
+    def on_fit_start(self) -> None:
+        # After Lightning's setup, so callbacks that copy the module (EMA) copy the plain network.
+        if self.compile_net:
+            self.net.compile()
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if self.compile_net and self.compile_seconds is None:
+            self._first_step_start = time.perf_counter()
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self._first_step_start is not None and self.compile_seconds is None:
+            self.compile_seconds = time.perf_counter() - self._first_step_start
+            log.info(
+                "torch.compile: the first training step took %.1f s (compilation included)",
+                self.compile_seconds,
+            )
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self._eval_step(batch, "val")

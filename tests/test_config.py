@@ -29,12 +29,28 @@ def test_default_config_is_valid(make_cfg: Any) -> None:
         (["model.net.num_classes=4"], "model.net.num_classes=4 disagrees with data.num_classes=13"),
         (["model.net.upsample=nearest"], "model.net.upsample='nearest' is not valid: expected transpose or"),
         (["model.net.dropout=1"], "model.net.dropout=1 is not valid: expected a number in [0, 1"),
+        (["model.compile=yes"], "model.compile='yes' is not valid: expected true or false"),
+        (
+            ["model.optimizer._target_=torch.optim.RMSprop"],
+            "model.optimizer.fused: torch.optim.RMSprop has no fused step; remove it with ~model",
+        ),
+        (
+            ["trainer=gpu", "trainer.precision=16-mixed", "trainer.gradient_clip_val=1.0"],
+            "trainer.gradient_clip_val cannot clip a fused optimizer's gradients",
+        ),
     ],
 )
 def test_bad_values_name_the_key(overrides: list[str], message: str) -> None:
     cfg = compose_train([*overrides, "paths.output_dir=unused"])
     with pytest.raises(ConfigError, match="^" + message.replace("[", r"\[").replace("(", r"\(")):
         validate_train_config(cfg)
+
+
+def test_an_optimizer_without_a_fused_step_runs_once_fused_is_removed() -> None:
+    cfg = compose_train(
+        ["model.optimizer._target_=torch.optim.RMSprop", "~model.optimizer.fused", "paths.output_dir=unused"]
+    )
+    validate_train_config(cfg)
 
 
 def test_precision_follows_the_hardware() -> None:

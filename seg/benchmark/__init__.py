@@ -12,7 +12,8 @@ Variants (``conf/bench.yaml``: ``variants``):
 - ``lightning-same``: ``seg.train``'s objects with the reference's settings (fp32, NCHW, no cuDNN
   autotuning): the framework's overhead.
 - ``seg-default``: ``seg.train``'s objects as configured (bf16-mixed where native, channels-last).
-- ``seg-compiled``: ``seg-default`` with ``torch.compile`` on the network.
+- ``seg-compiled``: ``seg-default`` with ``model.compile=true`` (``torch.compile`` on the network),
+  its first step (the compilation) amortised over an epoch.
 - ``data``: the training dataloader alone, on the configured data and on CamVid when present.
 - ``inference``: the eager network against the TorchScript ``model.pt`` seg writes.
 - ``memory``: peak memory of ``lightning-same`` and ``seg-default`` training steps.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ class _Bench:
         self.parameters: int | None = None
         self.profile: list[dict[str, Any]] = []
         self.quality: list[dict[str, Any]] = []
+        self.runs: dict[str, v.TrainingRun] = {}
 
     def training_config(self, name: str, profile: bool = False) -> DictConfig:
         b = self.bench
@@ -70,22 +72,38 @@ class _Bench:
         profile = name == "seg-default" and "profile" in self.wanted
         cfg = self.training_config(name, profile)
         precision, layout = cfg.trainer.precision, "channels_last" if cfg.model.channels_last else "NCHW"
-        compiled = name == "seg-compiled"
+        compiled = bool(cfg.model.get("compile"))
         self.progress(f"{name}: seg.train's module, data and trainer, {precision}, {layout}...")
         try:
-            run = v.lightning_run(cfg, self.device, self.bench.warmup, self.bench.steps, compiled, profile)
+            run = v.lightning_run(cfg, self.device, self.bench.warmup, self.bench.steps, profile)
         except Exception as error:  # compilers fail in many ways: report it, do not stop
             if not compiled:
                 raise
             note = f"failed: {str(error).splitlines()[0][:120]}"
             self.rows.append(Row(name, math.nan, precision, note=note))
             return
+        self.runs[name] = run
         note = f"Lightning, {precision}, {layout}"
         if compiled:
-            note = f"+ torch.compile; first step {run.first_step:.0f} s"
+            note = f"model.compile=true; {self.amortised(run, int(cfg.data.batch_size))}"
         self.rows.append(self.training_row(name, cfg, run.times, run.precision, note))
         self.parameters = run.parameters
         self.profile = self.profile or run.profile
+
+    def amortised(self, run: v.TrainingRun, batch: int) -> str:
+        """The compiled run's first step, and its rate over one epoch with that step included,
+        beside seg-default's when it was measured."""
+
+        def epoch_rate(r: v.TrainingRun) -> float:
+            return r.epoch_steps * batch / (r.first_step + (r.epoch_steps - 1) * statistics.median(r.times))
+
+        default = self.runs.get("seg-default")
+        first = f"first step {run.first_step:.1f} s"
+        epoch = f"over an epoch of {run.epoch_steps} steps {epoch_rate(run):.1f} img/s"
+        if default is not None:
+            first += f" (seg-default {default.first_step:.1f} s)"
+            epoch += f" (seg-default {epoch_rate(default):.1f})"
+        return f"{first}; {epoch}"
 
     def data(self) -> None:
         b = self.bench

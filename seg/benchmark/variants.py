@@ -38,7 +38,7 @@ TRAINERS = {"cpu": "cpu", "cuda": "gpu"}
 TRAINING_VARIANTS: dict[str, list[str]] = {
     "lightning-same": ["trainer.precision=32-true", "model.channels_last=false", "trainer.benchmark=false"],
     "seg-default": [],
-    "seg-compiled": [],  # and torch.compile on the network
+    "seg-compiled": ["model.compile=true"],
 }
 
 
@@ -124,6 +124,7 @@ class TrainingRun:
 
     times: list[float]  # the measured steps, warm-up left out
     first_step: float  # the first step alone (worker start, compilation)
+    epoch_steps: int  # training steps in one epoch of the composed config
     parameters: int  # of the network that trained
     precision: str  # the trainer's
     memory_mb: float  # peak during training, above the memory in use when training started (CPU)
@@ -140,7 +141,6 @@ def lightning_run(
     device: torch.device,
     warmup: int,
     steps: int,
-    compile_net: bool = False,
     profile: bool = False,
 ) -> TrainingRun:
     """Build the data module, module and trainer ``seg.train`` builds from ``cfg`` (shaped by
@@ -148,8 +148,6 @@ def lightning_run(
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_data(cfg)
     module = build_module(cfg, datamodule)
-    if compile_net:
-        module.net = torch.compile(module.net)
     timer = StepTimer(device, profile_step=1 + warmup + steps if profile else None)
     trainer = build_trainer(cfg, [timer])
     trainer.fit(module, datamodule=datamodule)
@@ -161,7 +159,10 @@ def lightning_run(
             f"the training data gave {len(times)} batches; the bench needs {timed_batches(warmup, steps)}: "
             "lower steps, warmup or batch_size"
         )
-    return TrainingRun(measured, times[0], timer.parameters, timer.precision, memory, timer.profile)
+    epoch_steps = len(datamodule.train_dataloader())
+    return TrainingRun(
+        measured, times[0], epoch_steps, timer.parameters, timer.precision, memory, timer.profile
+    )
 
 
 def reference_batches(cfg: DictConfig, count: int) -> tuple[torch.Tensor, torch.Tensor]:

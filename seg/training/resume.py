@@ -37,6 +37,7 @@ SAFE_ON_RESUME = (
     "data.cache",
     "test_after_training",
     "tune_allocator",
+    "model.compile",
     "print_config",
     "full_traceback",
     "paths.",
