@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+from seg.errors import SegError
+
 _BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
@@ -95,3 +97,12 @@ def release_memory() -> None:
     if name is not None:
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(name).malloc_trim(0)
+
+
+def resolve_device(device: str) -> torch.device:
+    """The device ``device`` names: ``auto`` (the GPU when present), ``cpu`` or ``cuda``."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise SegError(f"device={device!r} is not valid: expected auto, cpu or cuda")
+    return torch.device(device)

@@ -10,14 +10,14 @@ from omegaconf import DictConfig
 
 import seg.config  # noqa: F401  (registers the config resolvers)
 from seg.errors import SegError, exit_on_user_error
-from seg.hardware import tune_allocator
+from seg.hardware import resolve_device, tune_allocator
 from seg.inference.image_files import PredictionReport, predict_files
 from seg.inference.predictor import Predictor, load_model
 from seg.inference.tta import from_config
 
 
 def run(cfg: DictConfig) -> PredictionReport:
-    model, info, _ = load_model(cfg.model_path)
+    model, info, _ = load_model(cfg.model_path, resolve_device(cfg.device))
     tta = from_config(cfg.get("tta"))
     predictor = Predictor(
         model, info.num_classes, cfg.device, str(cfg.precision), cfg.tile_size, cfg.tile_overlap, tta

@@ -62,7 +62,7 @@ def test_evaluate_equals_trainer_test_on_the_same_weights(
     cfg = _eval_cfg(f"run_dir={run_dir.path}", f"output_dir={tmp_path}", "precision=32")
     report = evaluate(cfg, tmp_path)
     assert report["model"] == run_dir.model_file and report["images"] == 16
-    assert 0.2 < report["mean"]["dice"] <= 1  # a trained model: the comparison is not of NaNs
+    assert 0.1 < report["mean"]["dice"] <= 1  # above chance (13 classes): the comparison is not of NaNs
     close = {"abs": 1e-6, "nan_ok": True}
     for ours, theirs in (("dice", "dice"), ("iou", "iou"), ("class_accuracy", "accuracy")):
         assert report["mean"][ours] == pytest.approx(tested[f"test/{theirs}"], **close), ours

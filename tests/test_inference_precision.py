@@ -17,6 +17,7 @@ from hydra.utils import instantiate
 
 import seg.hardware
 from seg.errors import SegError
+from seg.hardware import resolve_device
 from seg.inference.evaluation import evaluate
 from seg.inference.formats import export_run
 from seg.inference.predictor import Predictor, load_model, resolve_precision
@@ -81,6 +82,22 @@ def test_bf16_runs_for_every_torch_form(form: str, trained_run: dict[str, Any], 
     assert logits.dtype == expected and logits.shape == (2, info.num_classes, 48, 64)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("form", ["ckpt", "torchscript", "pt2"])
+def test_every_torch_form_runs_on_the_gpu(form: str, trained_run: dict[str, Any], tmp_path: Path) -> None:
+    """The frozen TorchScript model keeps its normalisation as constants, which ``.to()`` does not
+    move: it must be loaded onto the GPU (a CPU-loaded one failed with "two devices")."""
+    device = resolve_device("cuda")
+    model, info, _ = load_model(_model_file(trained_run, form, tmp_path), device)
+    predictor = Predictor(model, info.num_classes, device="cuda", precision="bf16")
+    assert predictor.labels(torch.rand(2, 3, 48, 64)).shape == (2, 48, 64)
+
+
+def test_a_bad_device_is_one_line() -> None:
+    with pytest.raises(SegError, match=r"device='tpu' is not valid: expected auto, cpu or cuda"):
+        resolve_device("tpu")
+
+
 def _labels(predictor: Predictor, loader: Any) -> tuple[torch.Tensor, torch.Tensor]:
     predictions, targets = zip(*((predictor.labels(images), masks) for images, masks in loader), strict=True)
     return torch.cat(predictions), torch.cat(targets)
@@ -129,7 +146,7 @@ def test_bf16_agrees_with_fp32_and_evaluate_stays_within_the_derived_bound(
         bounds.append(bound)
         assert abs(row16["dice"] - row32["dice"]) <= bound + 1e-9, row32["class"]
     assert abs(fast["mean"]["dice"] - exact["mean"]["dice"]) <= sum(bounds) / len(bounds) + 1e-9
-    assert exact["mean"]["dice"] > 0.2  # a trained model: the comparison is not of noise
+    assert exact["mean"]["dice"] > 0.1  # above chance (13 classes): the comparison is not of noise
 
 
 @needs_bf16

@@ -26,6 +26,7 @@ from seg.benchmark.harness import StepTimer, data_rate, median_rate, peak_memory
 from seg.config import validate_train_config
 from seg.data.datamodule import SegmentationDataModule
 from seg.errors import ConfigError, unwrapping_user_errors
+from seg.hardware import resolve_device
 from seg.training.pipeline import build_module, build_trainer
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -52,12 +53,7 @@ def compose_train(overrides: Sequence[str]) -> DictConfig:
 
 def device_of(bench: DictConfig) -> torch.device:
     """The device ``bench.device`` names (``auto``: the GPU when there is one)."""
-    name = bench.device
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name not in TRAINERS:
-        raise ConfigError(f"device={name!r} is not valid: expected auto, cpu or cuda")
-    return torch.device(name)
+    return resolve_device(str(bench.device))
 
 
 def train_config(

@@ -16,6 +16,7 @@ from tqdm import tqdm
 from seg.artifacts import atomic_path, write_json
 from seg.data.datamodule import SegmentationDataModule
 from seg.errors import SegError, unwrapping_user_errors
+from seg.hardware import resolve_device
 from seg.inference.predictor import Predictor, load_model
 from seg.inference.tta import from_config
 from seg.metrics import build_metrics, metric_key, summarize
@@ -115,7 +116,7 @@ def evaluate(cfg: DictConfig, default_output: Path) -> dict[str, Any]:
         raise SegError(f"run_dir {cfg.run_dir} does not exist")
     run_dir = RunDir.of(cfg.run_dir) if cfg.get("run_dir") else None
     model_path = Path(cfg.model_path) if cfg.get("model_path") or run_dir is None else run_dir.model()
-    model, info, model_path = load_model(model_path)
+    model, info, model_path = load_model(model_path, resolve_device(cfg.device))
     split = cfg.split
     if split not in ("train", "val", "test"):
         raise SegError(f"split={split!r} is not valid: expected test, val or train")

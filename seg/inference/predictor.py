@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from seg.errors import SegError
-from seg.hardware import best_precision
+from seg.hardware import best_precision, resolve_device
 from seg.inference.tta import PLAIN, TTA
 from seg.models.inputs import pad_to_multiple
 from seg.rundir import CLASSES_FILE, ClassInfo, RunDir
@@ -53,8 +53,12 @@ class OnnxModel:
         return torch.from_numpy(logits)[..., :height, :width]
 
 
-def load_model(path: str | Path) -> tuple[Model, ClassInfo, Path]:
-    """The model in ``path`` (file or run directory), what its classes are, and the file used."""
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Model, ClassInfo, Path]:
+    """The model in ``path`` (file or run directory), what its classes are, and the file used.
+
+    A TorchScript model is loaded straight onto ``device``: ``model.pt`` is frozen, so its
+    weights and constants (the input normalisation) are not buffers that ``.to()`` would move.
+    """
     path = Path(path)
     if path.is_dir():
         path = RunDir.of(path).model()
@@ -79,7 +83,7 @@ def load_model(path: str | Path) -> tuple[Model, ClassInfo, Path]:
         elif suffix == ".pt2":
             model = torch.export.load(str(path)).module()
         else:
-            model = torch.jit.load(str(path), map_location="cpu").eval()
+            model = torch.jit.load(str(path), map_location=device).eval()
     except SegError:
         raise
     except Exception as e:
@@ -151,9 +155,7 @@ class Predictor:
         tile_overlap: float = 0.25,
         tta: TTA | None = None,
     ) -> None:
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.torch_model = not isinstance(model, OnnxModel)
         if isinstance(model, nn.Module):
             model = model.to(self.device)
