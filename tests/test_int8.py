@@ -61,9 +61,10 @@ def test_int8_export_runs_alone_and_in_predict_and_evaluate(cli_run: Path, tmp_p
     model_file, classes = export_run(cli_run, "onnx_int8", str(out), settings)
     assert model_file == out / FORMATS["onnx_int8"].file_name and classes == out / "classes.json"
 
-    # onnxruntime alone: int8 convolutions, and the labels of the fp32 network on >= 95% of pixels.
-    # Each int8 rounding moves a logit by about a step of its layer's scale, so only pixels whose two
-    # best classes are that close can flip; on the tiny run's val images that is under 5% of them.
+    # onnxruntime alone: int8 convolutions, and the labels of the fp32 network wherever fp32 is not
+    # close to a tie. Each int8 rounding moves a logit by about a step of its layer's scale, so only
+    # pixels whose two best fp32 logits are that close can flip; a tiny, briefly trained network has
+    # many such pixels, so the check is on the pixels with a margin of at least 1 (in logits).
     import onnx
 
     kinds = {node.op_type for node in onnx.load(str(model_file)).graph.node}
@@ -75,9 +76,12 @@ def test_int8_export_runs_alone_and_in_predict_and_evaluate(cli_run: Path, tmp_p
     x = to_input(images)
     (int8_logits,) = session.run(None, {"image": x.numpy()})
     with torch.no_grad():
-        fp32_labels = net.float().eval()(x).argmax(1)
-    agreement = (torch.from_numpy(int8_logits).argmax(1) == fp32_labels).float().mean().item()
-    assert agreement >= 0.95, agreement
+        fp32_logits = net.float().eval()(x)
+    top2 = fp32_logits.topk(2, dim=1).values
+    clear = (top2[:, 0] - top2[:, 1]) >= 1.0
+    agree = torch.from_numpy(int8_logits).argmax(1) == fp32_logits.argmax(1)
+    assert clear.float().mean() > 0.3  # the check is on a real share of the pixels
+    assert agree[clear].float().mean().item() >= 0.99, (agree[clear].float().mean(), agree.float().mean())
 
     # seg.predict on an odd size (padded by OnnxModel) and seg.evaluate on the run's data.
     inputs = tmp_path / "in"

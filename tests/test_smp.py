@@ -107,7 +107,7 @@ def test_a_checkpoint_reloads_without_downloading(
     net |= {"encoder_weights": "imagenet", "in_channels": 3, "num_classes": 2, "mean": None, "std": None}
     module = SegmentationModule(
         net=net,
-        loss={"_target_": "seg.losses.DiceLoss"},
+        loss={"_target_": "seg.losses.DiceLoss", "smooth": 1.0},
         optimizer={"_target_": "torch.optim.Adam", "_partial_": True},
     ).eval()
     # What Lightning writes, with the module's hook applied, as Trainer.save_checkpoint does.
