@@ -17,6 +17,7 @@ from seg.data.layouts import FolderLayout, Problem, Sample, SideBySideLayout
 from seg.data.masks import MaskDecoder
 from seg.data.reading import image_size, read_sample
 from seg.data.sampling import ResumableLoader, SeededSampler, SizeGroupedBatches, init_worker
+from seg.data.splits import ValidationSplit
 from seg.data.stats import median_frequency_from_masks
 from seg.data.synthetic import SyntheticScenes
 from seg.data.transforms import Pipeline
@@ -53,7 +54,9 @@ class SegmentationDataModule(pl.LightningDataModule):
         in_channels: 3 for RGB images, 1 for grayscale.
         cache: decode all images once at setup and keep them in memory.
         val_fraction: when the dataset has no validation split, hold out this fraction of train.
-        split_seed: seed of that hold-out.
+        val_sequences: validate on the training frames of these sequences (file name up to the
+            first ``_``), held out of train, instead of on the val split (see ``seg.data.splits``).
+        split_seed: seed of the ``val_fraction`` hold-out.
         seed: seed of the training order and augmentations (see ``SeededSampler``).
         cache_dir: where derived data (class weights, colour clusters) is cached.
         generator: writes the dataset under ``root`` first (e.g. ``SyntheticScenes``).
@@ -82,6 +85,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         in_channels: int,
         cache: bool,
         val_fraction: float | None,
+        val_sequences: str | Sequence[str] | None,
         split_seed: int,
         seed: int,
         cache_dir: str | os.PathLike[str],
@@ -107,14 +111,12 @@ class SegmentationDataModule(pl.LightningDataModule):
         self.eval_pipeline = Pipeline(eval_transforms)
         self.in_channels = in_channels
         self.cache = cache
-        if val_fraction is not None and not 0 < val_fraction < 1:
-            raise DataError(f"data.val_fraction={val_fraction} must be between 0 and 1")
-        self.val_fraction = val_fraction
-        self.split_seed = split_seed
+        self.validation = ValidationSplit.from_config(val_fraction, val_sequences, split_seed)
         self.seed = seed
         self.cache_dir = Path(cache_dir)
         self.datasets: dict[str, SegmentationDataset] = {}
         self._samples: dict[str, list[Sample]] | None = None
+        self._val_source = "split"
 
     # ----------------------------------------------------------------------------- metadata
     @property
@@ -124,13 +126,21 @@ class SegmentationDataModule(pl.LightningDataModule):
 
     def has_split(self, split: str) -> bool:
         """Whether ``split`` (train, val or test) has data, on disk or carved from train."""
-        if split == "val" and self.val_fraction and not self.layout.has_split(self.root, "val"):
+        if split == "val" and (
+            self.validation.replaces_val_split()
+            or (self.validation.fraction and not self.layout.has_split(self.root, "val"))
+        ):
             return self.layout.has_split(self.root, "train")
         return self.layout.has_split(self.root, split)
 
     def split_sizes(self) -> dict[str, int]:
         """Number of samples in each split present."""
         return {split: len(samples) for split, samples in self._split_samples().items()}
+
+    def validation_summary(self) -> dict[str, Any]:
+        """Which frames validate (the val split, or frames held out of train) and the split
+        sizes, with a one-line ``description``: runs write it so their numbers can be told apart."""
+        return self.validation.summary(self._val_source, self.split_sizes())
 
     # ----------------------------------------------------------------------------- samples
     def prepare_data(self) -> None:
@@ -150,14 +160,11 @@ class SegmentationDataModule(pl.LightningDataModule):
         found: dict[str, list[Sample]] = {}
         problems: dict[str, list[Problem]] = {}
         for split in SPLITS:
+            if split == "val" and self.validation.replaces_val_split():
+                continue
             if self.layout.has_split(self.root, split) or split == "train":
                 found[split], problems[split] = self.layout.samples(self.root, split)
-        if "val" not in found and self.val_fraction and found["train"]:
-            order = np.random.default_rng(self.split_seed).permutation(len(found["train"]))
-            n_val = max(1, round(self.val_fraction * len(order)))
-            held_out = set(order[:n_val].tolist())
-            found["val"] = [s for i, s in enumerate(found["train"]) if i in held_out]
-            found["train"] = [s for i, s in enumerate(found["train"]) if i not in held_out]
+        found, self._val_source = self.validation.carve(found)
         return found, problems
 
     def _split_samples(self) -> dict[str, list[Sample]]:
