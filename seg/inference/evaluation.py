@@ -168,6 +168,7 @@ def evaluate(cfg: DictConfig, default_output: Path) -> dict[str, Any]:
         "data_root": datamodule.root,
         "split": split,
         "images": len(dataset),
+        "validation": datamodule.validation_summary() if split == "val" else None,
         "tta": predictor.tta.settings(),
         "precision": predictor.precision,
         "mean": means,
@@ -180,6 +181,8 @@ def evaluate(cfg: DictConfig, default_output: Path) -> dict[str, Any]:
     table = markdown_table(rows, means)
     with atomic_path(output / "metrics.md") as tmp:
         heading = f"# {split} split of {datamodule.root} ({len(dataset)} images)"
+        if report["validation"] is not None:
+            heading += f"\n\nValidation frames: {report['validation']['description']}"
         tmp.write_text(
             f"{heading}\n\nModel: `{model_path}`, precision: {predictor.precision}, "
             f"test-time augmentation: {predictor.tta}\n\n{table}"

@@ -34,6 +34,8 @@ def log_run_summary(metrics: dict[str, Any], run_dir: RunDir) -> None:
             f"Best {monitor} {best[monitor]:.4f} at epoch {best['epoch']} "
             f"(trained {metrics['train_seconds']:.0f} s)"
         )
+    if metrics.get("validation"):
+        lines.append(f"Validated on {metrics['validation']['description']}")
     test = metrics["test"] or {}
     if "test/dice" in test:
         lines.append(f"Test dice {test['test/dice']:.4f}, test IoU {test['test/iou']:.4f} (best weights)")

@@ -97,6 +97,7 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     datamodule: SegmentationDataModule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")  # reads and checks the data before anything slow starts
+    log.info("Validation: %s", datamodule.validation_summary()["description"])
     module = build_module(cfg, datamodule)
     history = MetricsHistory()
     stop = GracefulStop()
@@ -185,6 +186,7 @@ def _finish(
         "best": history.best(monitor, checkpoint.mode),
         "final": history.epochs[-1] if history.epochs else None,
         "test": test_metrics or None,
+        "validation": datamodule.validation_summary(),  # which frames the val numbers are on
         "epochs": history.epochs,
         "train_seconds": round(seconds, 1),
         "resumed": bool(cfg.get("resume")),
