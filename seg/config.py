@@ -22,6 +22,9 @@ from seg.training.budget import DURATION
 from seg.training.progress import stderr_is_terminal
 from seg.training.resume import AUTO
 
+#: The folder of the Hydra configs every command composes.
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
 
 def _run_dir(resume: str | None, runs: str, stamp: str) -> str:
     """A resumed run's own directory; in a SLURM batch job one named by the job, which a requeued

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytorch_lightning as pl
 from conftest import CONF_DIR, TINY, run_cli, synthetic_class_names
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from PIL import Image
 
 from seg.errors import SegError
@@ -113,6 +115,25 @@ def test_model_for_other_data_is_refused(trained_run: dict[str, Any], tmp_path: 
     )
     with pytest.raises(SegError, match="predicts 13 classes but the data has 3"):
         evaluate(cfg, tmp_path)
+
+
+def test_run_saved_before_a_loading_setting_existed_takes_its_default(
+    trained_run: dict[str, Any], tmp_path: Path
+) -> None:
+    """A run saved by a seg without a newer ``conf/data/_loader.yaml`` key (here ``val_sequences``)
+    is evaluated with that key's default, exactly as before."""
+    run = tmp_path / "older_run"
+    shutil.copytree(trained_run["dir"], run)
+    config_file = RunDir.of(run).saved_config()
+    assert config_file is not None
+    saved = OmegaConf.load(config_file)
+    del saved.data["val_sequences"]
+    OmegaConf.save(saved, config_file)
+    older = evaluate(_eval_cfg(f"run_dir={run}", "precision=32", f"output_dir={tmp_path / 'a'}"), tmp_path)
+    today = evaluate(
+        _eval_cfg(f"run_dir={trained_run['dir']}", "precision=32", f"output_dir={tmp_path / 'b'}"), tmp_path
+    )
+    assert older["confusion_matrix"] == today["confusion_matrix"]
 
 
 def test_run_saved_with_other_data_settings_is_one_line(trained_run: dict[str, Any], tmp_path: Path) -> None:

@@ -23,13 +23,11 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
 
 from seg.benchmark.harness import StepTimer, data_rate, median_rate, peak_memory_mb, sync
-from seg.config import validate_train_config
+from seg.config import CONF_DIR, validate_train_config
 from seg.data.datamodule import SegmentationDataModule
 from seg.errors import ConfigError, unwrapping_user_errors
 from seg.hardware import resolve_device
 from seg.training.pipeline import build_module, build_trainer
-
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 #: The ``trainer`` config for each device the bench runs on.
 TRAINERS = {"cpu": "cpu", "cuda": "gpu"}

@@ -11,9 +11,11 @@ import numpy as np
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationKeyError
 from tqdm import tqdm
 
 from seg.artifacts import atomic_path, write_json
+from seg.config import CONF_DIR
 from seg.data.datamodule import SegmentationDataModule
 from seg.errors import SegError, unwrapping_user_errors
 from seg.hardware import resolve_device
@@ -25,6 +27,10 @@ from seg.reports.pictures import confusion_matrix_figure, sample_panel_figure, s
 from seg.rundir import METRICS_FILE, ClassInfo, RunDir
 
 log = logging.getLogger(__name__)
+
+
+#: The loading knobs every data config shares (``conf/data/_loader.yaml``).
+LOADER_DEFAULTS = CONF_DIR / "data" / "_loader.yaml"
 
 
 def data_config(cfg: DictConfig) -> DictConfig:
@@ -40,6 +46,8 @@ def run_data_config(run_dir: RunDir, data_root: str | None = None) -> DictConfig
     if saved is None:
         raise SegError(f"run_dir {run_dir.path} has no saved config; is it a training run directory?")
     run_cfg = OmegaConf.load(saved)
+    # Loading settings added to seg after the run was saved take today's defaults.
+    run_cfg.data = OmegaConf.merge(OmegaConf.load(LOADER_DEFAULTS), run_cfg.data)
     if data_root:
         run_cfg.data.root = data_root
     return run_cfg.data
@@ -51,12 +59,13 @@ def build_datamodule(data: DictConfig, run_dir: RunDir | None) -> SegmentationDa
     try:
         with unwrapping_user_errors():
             return instantiate(data)
-    except InstantiationException as error:
-        if run_dir is None or not isinstance(error.__cause__, TypeError):
+    except (InstantiationException, InterpolationKeyError) as error:
+        reason = error.__cause__ if isinstance(error, InstantiationException) else error
+        if run_dir is None or not isinstance(reason, (TypeError, InterpolationKeyError)):
             raise
         raise SegError(
             f"run_dir {run_dir.path}: its saved data config does not fit this version of seg "
-            f"({error.__cause__}); evaluate its model with model_path={run_dir.model()} "
+            f"({reason}); evaluate its model with model_path={run_dir.model()} "
             "data=<name> data.root=<dir> instead"
         ) from None
 

@@ -17,10 +17,10 @@ from typing import Any
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from seg.config import CONF_DIR
 from seg.config_tree import leaves
 
 REPO = Path(__file__).resolve().parents[2]
-CONF = REPO / "conf"
 PAGE = REPO / "docs" / "configuration.md"
 
 #: The commands, each composed from ``conf/<command>.yaml``.
@@ -72,9 +72,9 @@ def yaml_comments(text: str, prefix: str = "") -> dict[str, str]:
 
 def _package(path: Path) -> str:
     """The key prefix a config file's keys land under in the composed config."""
-    if path.parent == CONF or path.read_text().lstrip().startswith("# @package _global_"):
+    if path.parent == CONF_DIR or path.read_text().lstrip().startswith("# @package _global_"):
         return ""
-    return ".".join(path.parent.relative_to(CONF).parts) + "."
+    return ".".join(path.parent.relative_to(CONF_DIR).parts) + "."
 
 
 _BASE_ENTRY = re.compile(r"^  - (?P<name>[\w.-]+)\s*(#.*)?$")
@@ -93,9 +93,9 @@ def _with_bases(path: Path) -> list[Path]:
 
 def _comments_for(command: str, choices: dict[str, Any]) -> dict[str, str]:
     """Comments of the files a command's default composition reads."""
-    files = [CONF / f"{command}.yaml"]
+    files = [CONF_DIR / f"{command}.yaml"]
     for group, choice in choices.items():
-        folder = CONF / group
+        folder = CONF_DIR / group
         if choice is None or group.startswith("hydra") or not folder.is_dir():
             continue
         files += _with_bases(folder / f"{choice}.yaml")
@@ -117,7 +117,7 @@ def _shown(value: Any) -> str:
 def _groups(choices: dict[str, Any]) -> list[str]:
     lines = []
     for group, choice in sorted(choices.items()):
-        folder = CONF / group
+        folder = CONF_DIR / group
         if (group.startswith("hydra") and group != "hydra/launcher") or not folder.is_dir():
             continue
         options = sorted(p.stem for p in folder.glob("*.yaml") if not p.stem.startswith("_"))
@@ -127,7 +127,7 @@ def _groups(choices: dict[str, Any]) -> list[str]:
 
 def command_section(command: str) -> str:
     """The Markdown section for one command: its config groups, then every key."""
-    with initialize_config_dir(str(CONF), version_base="1.3"):
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name=command, return_hydra_config=True)
     choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
     del cfg.hydra
