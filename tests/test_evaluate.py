@@ -106,6 +106,25 @@ def test_run_dir_from_the_command_line(cli_run: Path) -> None:
     assert len(list((out / "samples").glob("*.png"))) == 1
 
 
+@pytest.mark.slow
+def test_data_root_on_the_command_line_moves_a_runs_data(cli_run: Path, tmp_path: Path) -> None:
+    """``run_dir=<run> data.root=<copy>`` reads the run's data from the copy (as ``data_root=``
+    does): same frames, same numbers, and the report names the copy."""
+    saved_root = Path(OmegaConf.load(cli_run / "config_resolved.yaml").data.root)
+    moved = tmp_path / "moved"
+    shutil.copytree(saved_root, moved)
+    args = [f"run_dir={cli_run}", "split=val", "precision=32", f"output_dir={tmp_path / 'moved_eval'}"]
+    result = run_cli(["seg.evaluate", *args, f"data.root={moved}"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "moved_eval" / "metrics.json").read_text())
+    assert Path(report["data_root"]).is_relative_to(moved)
+
+    in_place = evaluate(_eval_cfg(*args[:3], f"output_dir={tmp_path / 'in_place'}"), tmp_path)
+    assert not Path(in_place["data_root"]).is_relative_to(moved)
+    assert report["images"] == in_place["images"] > 0
+    assert report["confusion_matrix"] == in_place["confusion_matrix"]
+
+
 def test_model_for_other_data_is_refused(trained_run: dict[str, Any], tmp_path: Path) -> None:
     cfg = _eval_cfg(
         "data=folder",
