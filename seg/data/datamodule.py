@@ -126,10 +126,7 @@ class SegmentationDataModule(pl.LightningDataModule):
 
     def has_split(self, split: str) -> bool:
         """Whether ``split`` (train, val or test) has data, on disk or carved from train."""
-        if split == "val" and (
-            self.validation.replaces_val_split()
-            or (self.validation.fraction and not self.layout.has_split(self.root, "val"))
-        ):
+        if split == "val" and self.validation.takes_val_from_train(self.layout.has_split(self.root, "val")):
             return self.layout.has_split(self.root, "train")
         return self.layout.has_split(self.root, split)
 

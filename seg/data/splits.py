@@ -59,13 +59,18 @@ class ValidationSplit:
         """Whether the dataset's val split is left unread (held-out sequences validate instead)."""
         return bool(self.sequences)
 
+    def takes_val_from_train(self, has_val_split: bool) -> bool:
+        """Whether validation frames are held out of train: named sequences always, a fraction
+        only when the dataset has no val split of its own."""
+        return self.replaces_val_split() or (bool(self.fraction) and not has_val_split)
+
     def carve(self, found: dict[str, list[Sample]]) -> tuple[dict[str, list[Sample]], str]:
         """``found`` with val held out of train by this rule, and the source of val it used:
         ``sequences``, ``fraction`` or ``split`` (the dataset's own, or none)."""
         train = found.get("train", [])
         if self.sequences:
             return {**found, **self._by_sequence(train)}, "sequences"
-        if "val" not in found and self.fraction and train:
+        if self.fraction and train and self.takes_val_from_train("val" in found):
             order = np.random.default_rng(self.seed).permutation(len(train))
             held_out = set(order[: max(1, round(self.fraction * len(order)))].tolist())
             carved = {

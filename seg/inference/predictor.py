@@ -165,7 +165,6 @@ class Predictor:
         self.num_classes = num_classes
         precision = resolve_precision(precision, self.device)
         self.precision = precision if self.torch_model else "32"
-        self.autocast = self.precision == "bf16"
         if tile_size is not None and tile_size < 16:
             raise SegError(f"tile_size={tile_size} is not valid: expected at least 16, or null")
         if not 0 <= tile_overlap < 1:
@@ -191,7 +190,7 @@ class Predictor:
         (bf16 under autocast for torch models, fp32 otherwise): one model call, no augmentation."""
         if self.torch_model:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
             return self.model(x)
 
     def _tiled(self, images: torch.Tensor) -> torch.Tensor:
