@@ -430,6 +430,28 @@ def test_combo_weights_switch_terms_and_hand_them_the_shared_options() -> None:
     assert combo(logits, target).item() == pytest.approx(expected.item(), abs=1e-6)
 
 
+def test_dice_lovasz_is_dice_plus_lovasz() -> None:
+    logits, target = _random_case(11)
+    loss = _loss_from_config("loss=dice_lovasz")
+    assert list(loss.terms) == ["dice", "lovasz"]
+    expected = DiceLoss(smooth=1.0, ignore_index=255)(logits, target) + LovaszSoftmaxLoss(
+        per_image=False, only_present=True, ignore_index=255
+    )(logits, target)
+    assert loss(logits, target).item() == pytest.approx(expected.item(), abs=1e-6)
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")))
+def test_every_loss_replaces_an_experiments_loss_whole(experiment: str) -> None:
+    """``experiment=<recipe> loss=<any>`` builds that loss alone: recipes choose a loss config
+    and set none of its keys, which a loss of another shape would not accept."""
+    logits, target = _random_case(12)
+    for path in sorted((CONF_DIR / "loss").glob("*.yaml")):
+        loss = _loss_from_config(f"experiment={experiment}", f"loss={path.stem}")
+        reference = _loss_from_config(f"loss={path.stem}")
+        assert type(loss) is type(reference), (experiment, path.stem)
+        assert loss(logits, target).item() == pytest.approx(reference(logits, target).item(), abs=1e-6)
+
+
 def test_a_term_added_on_the_command_line() -> None:
     combo = _loss_from_config(
         "loss=combo",
