@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# CamVid recipe research on a sequence-disjoint split (docs/camvid.md, "Recipes chosen on an unseen
+# drive"): drive 0006R0 is held out of train and validates (train 266 frames of 0001TP and 0016E5,
+# val 101 of 0006R0), every row under the same wall-clock budget with the time-budget schedule
+# (the learning rate reaches zero when the budget ends), so a slower row trains fewer epochs.
+# Each row is experiment=camvid_cpu with the changes named; the run directory ends in the row's name.
+# Usage: scripts/camvid_disjoint.sh [DATA_ROOT] [ROWS] [BUDGET]
+#   ROWS: names separated by commas (default: all, in the order below); BUDGET: hh:mm:ss (00:06:00)
+# Summarise: python scripts/camvid_table.py outputs/camvid_disjoint/runs
+set -euo pipefail
+root=${1:-../shared/datasets/camvid}
+rows=${2:-crop_only,flip_jitter,scale75,scale50,res75,w16,w48,lovasz,ema}
+budget=${3:-00:06:00}
+py=${PYTHON:-.venv/bin/python}
+common=(experiment=camvid_cpu "data.root=$root" 'data.val_sequences=[0006R0]' "trainer.max_time=00:$budget"
+        trainer.enable_progress_bar=false task_name=camvid_disjoint)
+
+# Label-safe training pipelines; 256x256 crops throughout. "scale a-b": random scale in [a, b], then
+# pad (void label) where the scaled frame is smaller than the crop.
+crop='{_target_:albumentations.RandomCrop,height:256,width:256}'
+pad='{_target_:albumentations.PadIfNeeded,min_height:256,min_width:256,border_mode:0,fill:0,fill_mask:11}'
+flip='{_target_:albumentations.HorizontalFlip,p:0.5}'
+jitter='{_target_:albumentations.ColorJitter,brightness:0.2,contrast:0.2,saturation:0.2,hue:0.02,p:0.5}'
+scale() { echo "{_target_:albumentations.RandomScale,scale_limit:[$1,$2],p:1.0}"; }
+pipeline() { local IFS=,; echo "data.train_transforms=[$*]"; }
+
+crop_only=$(pipeline "$crop")   # camvid_cpu's crops, as before
+flip_jitter=$(pipeline "$crop" "$flip" "$jitter")
+scale75=$(pipeline "$(scale -0.25 0.25)" "$pad" "$crop" "$flip" "$jitter")   # 0.75-1.25x
+scale50=$(pipeline "$(scale -0.5 0.5)" "$pad" "$crop" "$flip" "$jitter")     # 0.5-1.5x (data=camvid's)
+res75=$(pipeline "$(scale -0.5 0.0)" "$pad" "$crop" "$flip" "$jitter")       # 0.5-1.0x: 0.75x on average
+# The model rows build on the pipeline of the augmentation row named by BEST (crop_only, flip_jitter,
+# scale75, scale50 or res75).
+best_name=${BEST:-scale75}
+best=${!best_name}
+
+run() { echo "== row $1: ${*:2}"; "$py" -m seg.train "${common[@]}" "name=$1" "${@:2}"; }
+
+for row in ${rows//,/ }; do
+  case $row in
+    crop_only) run crop_only "$crop_only" ;;
+    flip_jitter) run flip_jitter "$flip_jitter" ;;
+    scale75) run scale75 "$scale75" ;;
+    scale50) run scale50 "$scale50" ;;
+    res75) run res75 "$res75" ;;
+    w16) run "w16_$best_name" "$best" model.net.base_channels=16 ;;
+    w48) run "w48_$best_name" "$best" model.net.base_channels=48 ;;
+    lovasz) run "lovasz_$best_name" "$best" loss=combo loss.weights.ce=0 loss.weights.lovasz=1 ;;
+    ema) run "ema_$best_name" "$best" callbacks.ema.decay=0.99 ;;
+    *) echo "unknown row $row" >&2; exit 2 ;;
+  esac
+done
