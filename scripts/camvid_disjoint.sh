@@ -3,22 +3,27 @@
 # drive"): drive 0006R0 is held out of train and validates (train 266 frames of 0001TP and 0016E5,
 # val 101 of 0006R0), every row under the same wall-clock budget with the time-budget schedule
 # (the learning rate reaches zero when the budget ends), so a slower row trains fewer epochs.
-# Each row is experiment=camvid_cpu with the changes named; the run directory ends in the row's name.
-# Usage: scripts/camvid_disjoint.sh [DATA_ROOT] [ROWS] [BUDGET]
+# Each row is the experiment (EXPERIMENT, default camvid_cpu) with the changes named, on crops of
+# CROP pixels (default 256); the run directory ends in the row's name.
+# Usage: scripts/camvid_disjoint.sh [DATA_ROOT] [ROWS] [BUDGET] [more seg.train overrides]
 #   ROWS: names separated by commas (default: all, in the order below); BUDGET: hh:mm:ss (00:06:00)
+#   The GPU recipe's rows: EXPERIMENT=camvid CROP=352 scripts/camvid_disjoint.sh <root> scale50,flip_jitter,scale75 00:02:20
 # Summarise: python scripts/camvid_table.py outputs/camvid_disjoint/runs
 set -euo pipefail
 root=${1:-../shared/datasets/camvid}
 rows=${2:-crop_only,flip_jitter,scale75,scale50,res75,w16,w48,lovasz,ema}
 budget=${3:-00:06:00}
 py=${PYTHON:-.venv/bin/python}
-common=(experiment=camvid_cpu "data.root=$root" 'data.val_sequences=[0006R0]' "trainer.max_time=00:$budget"
-        trainer.enable_progress_bar=false task_name=camvid_disjoint)
+size=${CROP:-256}
+common=("experiment=${EXPERIMENT:-camvid_cpu}" "data.root=$root" 'data.val_sequences=[0006R0]'
+        "trainer.max_time=00:$budget" trainer.max_epochs=100000 trainer.enable_progress_bar=false
+        task_name=camvid_disjoint)
+extra=("${@:4}")
 
-# Label-safe training pipelines; 256x256 crops throughout. "scale a-b": random scale in [a, b], then
-# pad (void label) where the scaled frame is smaller than the crop.
-crop='{_target_:albumentations.RandomCrop,height:256,width:256}'
-pad='{_target_:albumentations.PadIfNeeded,min_height:256,min_width:256,border_mode:0,fill:0,fill_mask:11}'
+# Label-safe training pipelines; square crops of $size throughout. "scale a-b": random scale in
+# [a, b], then pad (void label) where the scaled frame is smaller than the crop.
+crop="{_target_:albumentations.RandomCrop,height:$size,width:$size}"
+pad="{_target_:albumentations.PadIfNeeded,min_height:$size,min_width:$size,border_mode:0,fill:0,fill_mask:11}"
 flip='{_target_:albumentations.HorizontalFlip,p:0.5}'
 jitter='{_target_:albumentations.ColorJitter,brightness:0.2,contrast:0.2,saturation:0.2,hue:0.02,p:0.5}'
 scale() { echo "{_target_:albumentations.RandomScale,scale_limit:[$1,$2],p:1.0}"; }
@@ -34,7 +39,7 @@ res75=$(pipeline "$(scale -0.5 0.0)" "$pad" "$crop" "$flip" "$jitter")       # 0
 best_name=${BEST:-scale75}
 best=${!best_name}
 
-run() { echo "== row $1: ${*:2}"; "$py" -m seg.train "${common[@]}" "name=$1" "${@:2}"; }
+run() { echo "== row $1: ${*:2}"; "$py" -m seg.train "${common[@]}" "name=$1" "${@:2}" "${extra[@]}"; }
 
 for row in ${rows//,/ }; do
   case $row in

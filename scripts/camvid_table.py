@@ -39,13 +39,15 @@ def row(run: Path) -> str:
     epochs = metrics["epochs"][-1]["epoch"] + 1
     name = run.name.split("_", 2)[-1] if run.name.count("_") >= 2 else run.name
 
+    per_epoch = metrics["train_seconds"] / epochs
+
     def pct(value: float) -> str:
         return f"{100 * value:.1f}"
 
     return (
         f"| {name} | {pct(best['val/iou'])} ({best['epoch']}) | {pct(sum(last3) / len(last3))} "
         f"| {pct(best['val/pixel_accuracy'])} | {pct(best['val/accuracy'])} | {pct(best['val/iou/pole'])} "
-        f"| {pct(best['val/iou/signsymbol'])} | {epochs} | {metrics['train_seconds'] / epochs:.0f} |"
+        f"| {pct(best['val/iou/signsymbol'])} | {epochs} | {per_epoch:.{0 if per_epoch >= 10 else 2}f} |"
     )
 
 
