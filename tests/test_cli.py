@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -14,14 +15,19 @@ def _error_lines(stderr: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_multirun_sweep_makes_one_run_dir_per_value(tmp_path: Path, data_cache: Path) -> None:
+def test_multirun_sweep_makes_one_named_and_tagged_run_dir_per_value(
+    tmp_path: Path, data_cache: Path
+) -> None:
     result = run_cli(
         [
             "seg.train",
             "-m",
             "model.optimizer.lr=1e-2,1e-3",
             *[o for o in TINY if not o.startswith(("trainer.max_epochs", "model.optimizer.lr"))],
-            "trainer.max_epochs=2",
+            "trainer.max_epochs=1",
+            "logger=[tensorboard,csv]",
+            "name=lr sweep",
+            "tags=[tiny]",
             f"paths.log_dir={tmp_path}",
             f"paths.data_dir={data_cache}",
         ],
@@ -29,14 +35,19 @@ def test_multirun_sweep_makes_one_run_dir_per_value(tmp_path: Path, data_cache: 
     )
     assert result.returncode == 0, result.stderr[-3000:]
     sweeps = list((tmp_path / "train" / "multiruns").iterdir())
-    assert len(sweeps) == 1
-    jobs = sorted(p for p in sweeps[0].iterdir() if p.is_dir())
+    (sweep,) = sweeps
+    assert sweep.name.endswith("_lr-sweep")
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
     assert [p.name for p in jobs] == ["0", "1"]
     lrs = []
     for job in jobs:
         assert (job / "model.pt").is_file()
         assert (job / "checkpoints" / "last.ckpt").is_file()
         assert list((job / "tensorboard").glob("events.out.tfevents.*"))
+        assert json.loads((job / "metrics.json").read_text())["status"] == "finished"
+        hparams = yaml.safe_load((job / "csv" / "hparams.yaml").read_text())  # every job named and tagged
+        assert hparams["name"] == f"{sweep.name}/{job.name}"
+        assert hparams["tags"] == f"tiny, sweep:{sweep.name}"
         overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text())
         lrs += [float(o.split("=")[1]) for o in overrides if o.startswith("model.optimizer.lr=")]
     assert lrs == [1e-2, 1e-3]

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from conftest import TINY, compose_train, run_cli
+from conftest import compose_train
 from hydra.errors import ConfigCompositionException
 
 from seg.training.pipeline import train
@@ -95,30 +93,3 @@ def test_plateau_scheduler_divides_the_rate_when_val_dice_stalls(
 def test_unknown_keys_stay_errors(overrides: list[str]) -> None:
     with pytest.raises(ConfigCompositionException, match="Could not override"):
         compose_train(overrides)
-
-
-@pytest.mark.slow
-def test_sweep_jobs_carry_the_name_and_the_sweep_tag(tmp_path: Path, data_cache: Path) -> None:
-    result = run_cli(
-        [
-            "seg.train",
-            "-m",
-            "model.optimizer.lr=1e-2,1e-3",
-            *[o for o in TINY if not o.startswith(("trainer.max_epochs", "model.optimizer.lr"))],
-            "trainer.max_epochs=1",
-            "logger=csv",
-            "name=lr sweep",
-            "tags=[tiny]",
-            f"paths.log_dir={tmp_path}",
-            f"paths.data_dir={data_cache}",
-        ],
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    (sweep,) = (tmp_path / "train" / "multiruns").iterdir()
-    assert sweep.name.endswith("_lr-sweep")
-    for job in ("0", "1"):
-        hparams = yaml.safe_load((sweep / job / "csv" / "hparams.yaml").read_text())
-        assert hparams["name"] == f"{sweep.name}/{job}"
-        assert hparams["tags"] == f"tiny, sweep:{sweep.name}"
-        assert json.loads((sweep / job / "metrics.json").read_text())["status"] == "finished"
