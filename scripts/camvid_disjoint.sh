@@ -11,7 +11,7 @@
 # Summarise: python scripts/camvid_table.py outputs/camvid_disjoint/runs
 set -euo pipefail
 root=${1:-../shared/datasets/camvid}
-rows=${2:-crop_only,flip_jitter,scale75,scale50,res75,w16,w48,lovasz,ema}
+rows=${2:-crop_only,flip_jitter,scale75,scale50,res75,w16,w48,lovasz,ema,dropout,smp18}
 budget=${3:-00:06:00}
 py=${PYTHON:-.venv/bin/python}
 size=${CROP:-256}
@@ -52,6 +52,9 @@ for row in ${rows//,/ }; do
     w48) run "w48_$best_name" "$best" model.net.base_channels=48 ;;
     lovasz) run "lovasz_$best_name" "$best" loss=combo loss.weights.ce=0 loss.weights.lovasz=1 ;;
     ema) run "ema_$best_name" "$best" callbacks.ema.decay=0.99 ;;
+    dropout) run "dropout_$best_name" "$best" model.net.dropout=0.5 ;;
+    smp18) run "smp18_$best_name" "$best" model=smp '~model.net.base_channels' model.net.arch=Unet \
+                 model.net.encoder_name=resnet18 model.net.encoder_weights=null ;;   # random init, nothing downloaded
     *) echo "unknown row $row" >&2; exit 2 ;;
   esac
 done
