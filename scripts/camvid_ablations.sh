@@ -47,7 +47,7 @@ for row in $(echo "$rows" | grep -o .); do
     J) run J "${recipe10[@]}" $ce "$crop_only" ;;                                                     # camvid_cpu, 10 epochs
     K) run K "${recipe10[@]}" $ce "$crop_only" model.net.upsample=bilinear ;;                         # J, bilinear decoder
     L) run L "${recipe10[@]}" "$crop_only" loss=combo loss.weights.ce=0 loss.weights.focal=1 ;;   # J, Dice + focal
-    M) run M "${recipe10[@]}" "$crop_only" loss=combo loss.weights.ce=0 loss.weights.lovasz=1 ;;  # J, Dice + Lovasz
+    M) run M "${recipe10[@]}" "$crop_only" loss=dice_lovasz ;;  # J, Dice + Lovasz
     N) run N "${recipe10[@]}" $ce "$crop_only" callbacks.ema.decay=0.99 ;;                            # J, EMA of the weights
     O) run O "${recipe10[@]}" $ce "$crop_only" model=smp ~model.net.base_channels model.net.arch=Unet \
              model.net.encoder_name=resnet18 model.net.encoder_weights=null ;;        # smp Unet/resnet18

@@ -4,26 +4,26 @@
 # val 101 of 0006R0), every row under the same wall-clock budget with the time-budget schedule
 # (the learning rate reaches zero when the budget ends), so a slower row trains fewer epochs.
 # Each row is the experiment (EXPERIMENT, default camvid_cpu) with the changes named, on crops of
-# CROP pixels (default 256); the run directory ends in the row's name.
+# the experiment's data.image_size; the run directory ends in the row's name.
 # Usage: scripts/camvid_disjoint.sh [DATA_ROOT] [ROWS] [BUDGET] [more seg.train overrides]
 #   ROWS: names separated by commas (default: all, in the order below); BUDGET: hh:mm:ss (00:06:00)
-#   The GPU recipe's rows: EXPERIMENT=camvid CROP=352 scripts/camvid_disjoint.sh <root> scale50,flip_jitter,scale75 00:02:20
+#   The GPU recipe's rows: EXPERIMENT=camvid scripts/camvid_disjoint.sh <root> scale50,flip_jitter,scale75 00:02:20
 # Summarise: python scripts/camvid_table.py outputs/camvid_disjoint/runs
 set -euo pipefail
 root=${1:-../shared/datasets/camvid}
 rows=${2:-crop_only,flip_jitter,scale75,scale50,res75,w16,w48,lovasz,ema,dropout,smp18}
 budget=${3:-00:06:00}
 py=${PYTHON:-.venv/bin/python}
-size=${CROP:-256}
 common=("experiment=${EXPERIMENT:-camvid_cpu}" "data.root=$root" 'data.val_sequences=[0006R0]'
         "trainer.max_time=00:$budget" trainer.max_epochs=100000 trainer.enable_progress_bar=false
         task_name=camvid_disjoint)
 extra=("${@:4}")
 
-# Label-safe training pipelines; square crops of $size throughout. "scale a-b": random scale in
-# [a, b], then pad (void label) where the scaled frame is smaller than the crop.
+# Label-safe training pipelines; square crops of data.image_size throughout. "scale a-b": random
+# scale in [a, b], then pad (void label) where the scaled frame is smaller than the crop.
+size='${data.image_size}'
 crop="{_target_:albumentations.RandomCrop,height:$size,width:$size}"
-pad="{_target_:albumentations.PadIfNeeded,min_height:$size,min_width:$size,border_mode:0,fill:0,fill_mask:11}"
+pad="{_target_:albumentations.PadIfNeeded,min_height:$size,min_width:$size,border_mode:0,fill:0,fill_mask:\${data.ignore_index}}"
 flip='{_target_:albumentations.HorizontalFlip,p:0.5}'
 jitter='{_target_:albumentations.ColorJitter,brightness:0.2,contrast:0.2,saturation:0.2,hue:0.02,p:0.5}'
 scale() { echo "{_target_:albumentations.RandomScale,scale_limit:[$1,$2],p:1.0}"; }
@@ -50,7 +50,7 @@ for row in ${rows//,/ }; do
     res75) run res75 "$res75" ;;
     w16) run "w16_$best_name" "$best" model.net.base_channels=16 ;;
     w48) run "w48_$best_name" "$best" model.net.base_channels=48 ;;
-    lovasz) run "lovasz_$best_name" "$best" loss=combo loss.weights.ce=0 loss.weights.lovasz=1 ;;
+    lovasz) run "lovasz_$best_name" "$best" loss=dice_lovasz ;;
     ema) run "ema_$best_name" "$best" callbacks.ema.decay=0.99 ;;
     dropout) run "dropout_$best_name" "$best" model.net.dropout=0.5 ;;
     smp18) run "smp18_$best_name" "$best" model=smp '~model.net.base_channels' model.net.arch=Unet \

@@ -1,4 +1,4 @@
-"""Print one markdown table row per CamVid run: best and last-3 val mIoU, epochs, seconds per epoch.
+"""Print a Markdown table of CamVid runs: best and last-3 val mIoU, epochs, seconds per epoch.
 
 Reads each run's ``metrics.json`` (the validation history under ``epochs``), so it works on any
 finished or stopped run directory. Usage:
@@ -10,12 +10,33 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
-HEADER = (
-    "| row | val mIoU best (epoch) | last 3 | pixel acc. | mean class acc. | Pole | SignSymbol "
-    "| epochs | s/epoch |\n"
-    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-)
+from seg.metrics import metric_key
+from seg.reports.tables import Column, markdown_table
+
+#: Thin classes shown beside the means: the ones recipes differ on most.
+THIN_CLASSES = ("Pole", "SignSymbol")
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.1f}"
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.0f}" if value >= 10 else f"{value:.2f}"
+
+
+COLUMNS = [
+    Column("row"),
+    Column("best", "val mIoU best (epoch)", align="right"),
+    Column("last3", "last 3", _percent, "right"),
+    Column("val/pixel_accuracy", "pixel acc.", _percent, "right"),
+    Column("val/accuracy", "mean class acc.", _percent, "right"),
+    *(Column(f"val/iou/{metric_key(name)}", name, _percent, "right") for name in THIN_CLASSES),
+    Column("epochs", align="right"),
+    Column("per_epoch", "s/epoch", _seconds, "right"),
+]
 
 
 def run_dirs(paths: list[str]) -> list[Path]:
@@ -30,28 +51,22 @@ def run_dirs(paths: list[str]) -> list[Path]:
     return found
 
 
-def row(run: Path) -> str:
+def row(run: Path) -> dict[str, Any]:
     """The table row of one run, named by the run directory's suffix after its timestamp."""
     metrics = json.loads((run / "metrics.json").read_text())
     validations = [e for e in metrics["epochs"] if "val/iou" in e]
     best = max(validations, key=lambda e: e["val/iou"])
     last3 = [e["val/iou"] for e in validations[-3:]]
     epochs = metrics["epochs"][-1]["epoch"] + 1
-    name = run.name.split("_", 2)[-1] if run.name.count("_") >= 2 else run.name
-
-    per_epoch = metrics["train_seconds"] / epochs
-
-    def pct(value: float) -> str:
-        return f"{100 * value:.1f}"
-
-    return (
-        f"| {name} | {pct(best['val/iou'])} ({best['epoch']}) | {pct(sum(last3) / len(last3))} "
-        f"| {pct(best['val/pixel_accuracy'])} | {pct(best['val/accuracy'])} | {pct(best['val/iou/pole'])} "
-        f"| {pct(best['val/iou/signsymbol'])} | {epochs} | {per_epoch:.{0 if per_epoch >= 10 else 2}f} |"
-    )
+    return {
+        **best,
+        "row": run.name.split("_", 2)[-1] if run.name.count("_") >= 2 else run.name,
+        "best": f"{_percent(best['val/iou'])} ({best['epoch']})",
+        "last3": sum(last3) / len(last3),
+        "epochs": epochs,
+        "per_epoch": metrics["train_seconds"] / epochs,
+    }
 
 
 if __name__ == "__main__":
-    print(HEADER)
-    for run in run_dirs(sys.argv[1:]):
-        print(row(run))
+    print(markdown_table([row(run) for run in run_dirs(sys.argv[1:])], COLUMNS), end="")
