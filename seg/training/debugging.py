@@ -25,30 +25,14 @@ def _shown(value: Any) -> str:
     return "unset" if value is _MISSING else scalar(value)
 
 
-def _group(flat: dict[str, Any], key: str) -> str | None:
-    """The names under ``key`` as ``{a, b}`` when ``key`` is a mapping in ``flat``, else None."""
-    inner = dict.fromkeys(k[len(key) + 1 :].split(".", 1)[0] for k in flat if k.startswith(f"{key}."))
-    return "{" + ", ".join(inner) + "}" if inner else None
-
-
 def changes(debugged: DictConfig, plain: DictConfig) -> list[str]:
-    """``key: before -> after`` for every value ``debugged`` sets differently from ``plain``; a
-    mapping replaced whole (``logger: null``) is one line naming what it held."""
+    """``key: before -> after`` for every value ``debugged`` sets differently from ``plain``."""
     after = leaves(OmegaConf.to_container(debugged, resolve=False))
     before = leaves(OmegaConf.to_container(plain, resolve=False))
-
-    def replaced(key: str) -> bool:  # an ancestor of key is a leaf of after: its line says it
-        parts = key.split(".")
-        return any(".".join(parts[:i]) in after for i in range(1, len(parts)))
-
     changed = [key for key in after if before.get(key, _MISSING) != after[key]]
-    removed = [
-        key for key in before
-        if key not in after and not replaced(key) and not any(k.startswith(f"{key}.") for k in after)
-    ]  # fmt: skip
+    removed = [key for key in before if key not in after and not any(k.startswith(f"{key}.") for k in after)]
     return [
-        f"{key}: {_group(before, key) or _shown(before.get(key, _MISSING))} -> "
-        f"{_group(after, key) or _shown(after.get(key, _MISSING))}"
+        f"{key}: {_shown(before.get(key, _MISSING))} -> {_shown(after.get(key, _MISSING))}"
         for key in changed + removed
     ]
 

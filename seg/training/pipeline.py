@@ -64,8 +64,15 @@ def build_module(cfg: DictConfig, datamodule: SegmentationDataModule) -> Segment
 
 
 def build_trainer(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> pl.Trainer:
-    """``cfg.trainer`` with the configured loggers and callbacks, plus ``callbacks``."""
-    loggers = _instantiate_all(cfg.get("logger"))
+    """``cfg.trainer`` with the configured loggers and callbacks, plus ``callbacks``.
+
+    With ``trainer.fast_dev_run`` no logger is built: Lightning would send nothing to it, and a
+    tracking run (MLflow, W&B) opened for it would be left running."""
+    if cfg.trainer.get("fast_dev_run") and cfg.get("logger"):
+        log.info("trainer.fast_dev_run: no logger is built (Lightning logs nothing in this mode)")
+        loggers = []
+    else:
+        loggers = _instantiate_all(cfg.get("logger"))
     built = [*_instantiate_all(cfg.get("callbacks")), *callbacks]
     if not loggers:  # the learning-rate monitor has nowhere to write without a logger
         built = [c for c in built if not isinstance(c, pl.callbacks.LearningRateMonitor)]
