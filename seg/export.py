@@ -15,7 +15,7 @@ from seg.inference.quantize import Int8Settings
 def main(cfg: DictConfig) -> None:
     model, classes = exit_on_user_error(
         lambda: export_run(
-            cfg.model_path, cfg.format, cfg.get("output"), Int8Settings(**cfg.int8), cfg.get("data_root")
+            cfg.model_path, cfg.format, cfg.get("output"), Int8Settings(**cfg.int8), cfg.data.root
         )
     )
     print(f"Wrote {model} and {classes}")

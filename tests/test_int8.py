@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import run_cli
+from omegaconf import OmegaConf
 from PIL import Image
 
 from seg.errors import ConfigError, SegError
@@ -108,10 +110,22 @@ def test_int8_export_runs_alone_and_in_predict_and_evaluate(cli_run: Path, tmp_p
 
 @pytest.mark.slow
 def test_export_cli_int8_and_its_errors(cli_run: Path, tmp_path: Path) -> None:
+    """Calibrates on the run's training frames, read from ``data.root=DIR`` when given: a darkened
+    copy of the data calibrates other ranges than the run's saved data."""
+    moved = tmp_path / "moved"
+    shutil.copytree(OmegaConf.load(cli_run / "config_resolved.yaml").data.root, moved)
+    for image in moved.glob("*/train/images/*.png"):
+        Image.fromarray(np.asarray(Image.open(image)) // 4).save(image)
     result = run_cli(["seg.export", f"model_path={cli_run}", "format=onnx_int8", "int8.calibration_images=2",
-                      f"output={tmp_path}"], cwd=tmp_path)  # fmt: skip
+                      f"output={tmp_path / 'moved_int8'}", f"data.root={moved}"], cwd=tmp_path)  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
-    assert (tmp_path / "model_int8.onnx").is_file() and (tmp_path / "classes.json").is_file()
+    from_moved = tmp_path / "moved_int8" / "model_int8.onnx"
+    assert from_moved.is_file() and (tmp_path / "moved_int8" / "classes.json").is_file()
+    settings = Int8Settings(2, "minmax", True, False)
+    from_saved, _ = export_run(cli_run, "onnx_int8", str(tmp_path / "saved"), settings)
+    again, _ = export_run(cli_run, "onnx_int8", str(tmp_path / "saved_again"), settings)
+    assert from_saved.read_bytes() == again.read_bytes()  # so the difference below is the data's
+    assert from_saved.read_bytes() != from_moved.read_bytes()
     result = run_cli(
         ["seg.export", f"model_path={cli_run}", "format=onnx_int8", "int8.method=kl"], cwd=tmp_path
     )
