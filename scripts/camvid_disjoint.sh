@@ -11,7 +11,7 @@
 # Summarise: python scripts/camvid_table.py outputs/camvid_disjoint/runs
 set -euo pipefail
 root=${1:-../shared/datasets/camvid}
-rows=${2:-crop_only,flip_jitter,scale75,scale50,res75,w16,w48,lovasz,ema,dropout,smp18}
+rows=${2:-crop_only,flip_jitter,scale75,scale50,res75,crop352,w16,w48,lovasz,ema,dropout,smp18}
 budget=${3:-00:06:00}
 py=${PYTHON:-.venv/bin/python}
 common=("experiment=${EXPERIMENT:-camvid_cpu}" "data.root=$root" 'data.val_sequences=[0006R0]'
@@ -48,6 +48,7 @@ for row in ${rows//,/ }; do
     scale75) run scale75 "$scale75" ;;
     scale50) run scale50 "$scale50" ;;
     res75) run res75 "$res75" ;;
+    crop352) run crop352 "$crop_only" data.image_size=352 data.batch_size=4 ;;   # 352x352 crops (full height but 8 rows), batch 4: as many pixels a step
     w16) run "w16_$best_name" "$best" model.net.base_channels=16 ;;
     w48) run "w48_$best_name" "$best" model.net.base_channels=48 ;;
     lovasz) run "lovasz_$best_name" "$best" loss=dice_lovasz ;;
