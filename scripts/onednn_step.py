@@ -2,10 +2,11 @@
 
     python scripts/onednn_step.py [base_channels] [image_size] [batch]   (defaults: 64 128 8)
 
-Runs the bench's training step on the bare network (bf16 autocast, channels-last, fused Adam,
-cross entropy) a few times, then one more with oneDNN's verbose log on, and sums the kernel time
-oneDNN reports for that step per primitive and pass (forward, backward data, backward weights,
-reorders), with the GFLOP each pass does and its rate. Prints one Markdown table.
+Runs a training step of the bare network at the bench's sizes (bf16 autocast, channels-last,
+fused Adam; cross entropy, as the loss does no convolutions) a few times, then one more with
+oneDNN's verbose log on, and sums the kernel time oneDNN reports for that step per primitive and
+pass (forward, backward data, backward weights, reorders), with the GFLOP each pass does and its
+rate. Prints one Markdown table.
 """
 
 from __future__ import annotations
