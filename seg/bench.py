@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import hydra
 from omegaconf import DictConfig
 
-import seg.config  # noqa: F401  (registers the config resolvers)
 from seg.benchmark import run_bench
+from seg.command import command
 from seg.errors import exit_on_user_error
 from seg.hardware import tune_allocator
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="bench")
+@command("bench")
 def main(cfg: DictConfig) -> None:
     tune_allocator()
     exit_on_user_error(lambda: run_bench(cfg))

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-import seg.config  # noqa: F401  (registers the config resolvers)
+from seg.command import command
 from seg.errors import exit_on_user_error
 from seg.reports.data_report import check_data
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="check_data")
+@command("check_data")
 def main(cfg: DictConfig) -> None:
     exit_on_user_error(lambda: check_data(cfg, Path(HydraConfig.get().runtime.output_dir)))
     print("OK: the data can be trained on.")

@@ -61,6 +61,15 @@ def unwrapping_user_errors() -> Iterator[None]:
         raise
 
 
+#: The exit status of a command stopped by a mistake the user can fix.
+USER_ERROR_STATUS = 2
+
+
+def print_error(message: str) -> None:
+    """Show a user error: one ``error:`` line on stderr."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+
+
 def exit_on_user_error(fn: Callable[[], T], full_traceback: bool = False) -> T:
     """Run ``fn``; a ``SegError`` ends the process with one line on stderr and exit status 2
     (with ``full_traceback``, it propagates with its traceback instead)."""
@@ -70,5 +79,5 @@ def exit_on_user_error(fn: Callable[[], T], full_traceback: bool = False) -> T:
         if full_traceback:
             raise
         log.debug("user error", exc_info=True)
-        print(f"error: {user_message(error)}", file=sys.stderr, flush=True)
-        raise SystemExit(2) from None
+        print_error(user_message(error))
+        raise SystemExit(USER_ERROR_STATUS) from None

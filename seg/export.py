@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import hydra
 from omegaconf import DictConfig
 
-import seg.config  # noqa: F401  (registers the config resolvers)
+from seg.command import command
 from seg.errors import exit_on_user_error
 from seg.inference.formats import export_run
 from seg.inference.quantize import Int8Settings
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="export")
+@command("export")
 def main(cfg: DictConfig) -> None:
     model, classes = exit_on_user_error(
         lambda: export_run(

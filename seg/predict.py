@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-import seg.config  # noqa: F401  (registers the config resolvers)
+from seg.command import command
 from seg.errors import SegError, exit_on_user_error
 from seg.hardware import resolve_device, tune_allocator
 from seg.inference.image_files import PredictionReport, predict_files
@@ -32,7 +31,7 @@ def run(cfg: DictConfig) -> PredictionReport:
     return report
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
+@command("predict")
 def main(cfg: DictConfig) -> None:
     tune_allocator()  # full frames: batches of large activations, allocated anew at every call
     exit_on_user_error(lambda: run(cfg))

@@ -5,12 +5,11 @@ from __future__ import annotations
 import os
 import sys
 
-import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-import seg.config  # noqa: F401  (registers the config resolvers)
+from seg.command import command
 from seg.errors import exit_on_user_error
 from seg.training.cluster import check_rank, other_rank_overrides
 from seg.training.debugging import report_debug_changes
@@ -18,7 +17,7 @@ from seg.training.pipeline import train
 from seg.training.sweeps import objective, sweep_job
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@command("train")
 def main(cfg: DictConfig) -> float:
     """Train; return the best monitored value so Hydra sweepers (Optuna) can optimise it."""
     overrides = list(HydraConfig.get().overrides.task)

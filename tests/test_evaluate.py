@@ -108,8 +108,8 @@ def test_run_dir_from_the_command_line(cli_run: Path) -> None:
 
 @pytest.mark.slow
 def test_data_root_on_the_command_line_moves_a_runs_data(cli_run: Path, tmp_path: Path) -> None:
-    """``run_dir=<run> data.root=<copy>`` reads the run's data from the copy (as ``data_root=``
-    does): same frames, same numbers, and the report names the copy."""
+    """``run_dir=<run> data.root=<copy>`` reads the run's data from the copy: same frames, same
+    numbers, and the report names the copy."""
     saved_root = Path(OmegaConf.load(cli_run / "config_resolved.yaml").data.root)
     moved = tmp_path / "moved"
     shutil.copytree(saved_root, moved)

@@ -7,8 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import compose_train
-from hydra.errors import ConfigCompositionException
 
 from seg.training.pipeline import train
 
@@ -79,17 +77,3 @@ def test_plateau_scheduler_divides_the_rate_when_val_dice_stalls(
             rate /= 10
     assert logged == pytest.approx(expected, rel=1e-9)
     assert logged[-1] < logged[0]
-
-
-@pytest.mark.parametrize(
-    "overrides",
-    [
-        ["callbacks.early_stopping.patiense=3"],
-        ["logger=mlflow", "logger.mlflow.trackin_uri=http://127.0.0.1:5000"],
-        ["nmae=baseline"],
-        ["debug=overfit", "trainer.overfit_batchez=1"],
-    ],
-)
-def test_unknown_keys_stay_errors(overrides: list[str]) -> None:
-    with pytest.raises(ConfigCompositionException, match="Could not override"):
-        compose_train(overrides)

@@ -33,11 +33,12 @@ log = logging.getLogger(__name__)
 LOADER_DEFAULTS = CONF_DIR / "data" / "_loader.yaml"
 
 
-def data_config(cfg: DictConfig) -> DictConfig:
-    """The data config to evaluate on: a run directory's saved one, or the composed one."""
+def data_config(cfg: DictConfig, data_root: str | None = None) -> DictConfig:
+    """The data config to evaluate on: a run directory's saved one (read from ``data_root`` when
+    given), or the composed one."""
     if not cfg.get("run_dir"):
         return cfg.data
-    return run_data_config(RunDir.of(cfg.run_dir), cfg.get("data_root"))
+    return run_data_config(RunDir.of(cfg.run_dir), data_root)
 
 
 def run_data_config(run_dir: RunDir, data_root: str | None = None) -> DictConfig:
@@ -114,9 +115,10 @@ def markdown_table(rows: Sequence[dict[str, Any]], means: dict[str, float]) -> s
     return f"{table}\nGlobal pixel accuracy: {tables.cell(means['pixel_accuracy'], _percent)}%\n"
 
 
-def evaluate(cfg: DictConfig, default_output: Path) -> dict[str, Any]:
-    """Score ``cfg.model_path`` (or ``cfg.run_dir``'s ``RunDir.model()``) on ``cfg.split``; write the
-    report (``metrics.md``, its JSON twin, pictures) and return its content."""
+def evaluate(cfg: DictConfig, default_output: Path, data_root: str | None = None) -> dict[str, Any]:
+    """Score ``cfg.model_path`` (or ``cfg.run_dir``'s ``RunDir.model()``) on ``cfg.split``, with a
+    run's data read from ``data_root`` when given; write the report (``metrics.md``, its JSON twin,
+    pictures) and return its content."""
     if not cfg.get("run_dir") and not cfg.get("model_path"):
         raise SegError(
             "pass run_dir=<training run directory>, or model_path=<model file> with data=<dataset>"
@@ -129,7 +131,7 @@ def evaluate(cfg: DictConfig, default_output: Path) -> dict[str, Any]:
     split = cfg.split
     if split not in ("train", "val", "test"):
         raise SegError(f"split={split!r} is not valid: expected test, val or train")
-    datamodule = build_datamodule(data_config(cfg), run_dir)
+    datamodule = build_datamodule(data_config(cfg, data_root), run_dir)
     if info.num_classes != datamodule.num_classes:
         raise SegError(
             f"model {model_path} predicts {info.num_classes} classes but the data has "

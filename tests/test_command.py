@@ -1,0 +1,114 @@
+"""A command line Hydra cannot compose is one ``error:`` line naming the key or option and the fix."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from conftest import compose_train
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import ConfigCompositionException
+from omegaconf import DictConfig
+
+from seg.command import command, config_error_message
+from seg.config import CONF_DIR
+
+
+def _message(overrides: list[str], config_name: str = "train") -> str:
+    with (
+        pytest.raises(Exception) as caught,
+        initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"),
+    ):
+        compose(config_name=config_name, overrides=overrides)
+    return config_error_message(caught.value, config_name)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "suggestion"),
+    [
+        (["callbacks.early_stopping.patiense=3"], "callbacks.early_stopping.patience"),
+        (["debug=overfit", "trainer.overfit_batchez=1"], "trainer.overfit_batches"),
+        (["logger=mlflow", "logger.mlflow.trackin_uri=http://127.0.0.1:5000"], "logger.mlflow.tracking_uri"),
+        (["data.rooot=/data"], "data.root"),
+        (["model.optimizer.lrr=0.1"], "model.optimizer.lr"),
+        (["data_root=/data"], "data.root"),
+        (["nmae=baseline"], "name"),
+    ],
+)
+def test_a_misspelt_key_names_the_key_it_resembles(overrides: list[str], suggestion: str) -> None:
+    key = overrides[-1].split("=")[0]
+    assert _message(overrides) == f"{key} is not a key of seg.train's config: did you mean {suggestion}?"
+
+
+def test_an_old_evaluate_key_points_to_the_one_that_replaced_it() -> None:
+    assert _message(["data_root=/data"], "evaluate") == (
+        "data_root is not a key of seg.evaluate's config: did you mean data.root?"
+    )
+
+
+def test_a_new_argument_of_an_instantiated_object_says_how_to_add_it() -> None:
+    assert _message(["trainer.accumulate_grad_batchez_twice=2"]) == (
+        "trainer.accumulate_grad_batchez_twice is not a key of seg.train's config; to pass a new "
+        "argument to Trainer, write +trainer.accumulate_grad_batchez_twice=..., or see every key "
+        "with: python -m seg.train --cfg job"
+    )
+    # The + form it names does compose (Lightning then checks the argument itself).
+    assert (
+        compose_train(["+trainer.accumulate_grad_batchez_twice=2"]).trainer.accumulate_grad_batchez_twice == 2
+    )
+
+
+def test_an_unknown_key_outside_any_object_points_to_the_whole_config() -> None:
+    assert _message(["quite_unrelated=1"], "export") == (
+        "quite_unrelated is not a key of seg.export's config; see every key with: "
+        "python -m seg.export --cfg job"
+    )
+
+
+def test_an_unknown_group_option_lists_the_real_ones_and_the_closest() -> None:
+    assert _message(["loss=dice_lovaz"]) == (
+        "loss=dice_lovaz is not an option of loss: choose one of ce, combo, dice, dice_ce, "
+        "dice_lovasz, focal, lovasz, tversky; did you mean loss=dice_lovasz?"
+    )
+    # Files starting with _ are shared pieces, not options.
+    assert "_loader" not in _message(["data=nope"])
+
+
+def test_an_override_that_does_not_parse_is_named() -> None:
+    message = _message(["model.optimizer.lr=[1,"])
+    assert message.startswith("cannot read the override 'model.optimizer.lr=[1,': ")
+    assert "\n" not in message
+
+
+@command("train")
+def _task(cfg: DictConfig) -> str | None:
+    """Runs once Hydra has composed: reports how Hydra would report the task's own errors."""
+    return os.environ.get("HYDRA_FULL_ERROR")
+
+
+def test_the_command_exits_2_with_one_line_and_runs_its_task_as_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    monkeypatch.setattr("sys.argv", ["seg.train", "loss=hinge", f"paths.log_dir={tmp_path}"])
+    with pytest.raises(SystemExit) as stopped:
+        _task()
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: loss=hinge is not an option of loss: choose one of ce,") and "\n" not in err
+    assert "HYDRA_FULL_ERROR" not in os.environ
+
+    monkeypatch.setattr("sys.argv", ["seg.train", f"paths.log_dir={tmp_path}", "hydra.output_subdir=null"])
+    assert _task() is None  # the task sees the user's setting: unset
+    assert "HYDRA_FULL_ERROR" not in os.environ
+    GlobalHydra.instance().clear()
+
+
+def test_hydra_full_error_keeps_hydras_own_exception(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    monkeypatch.setattr("sys.argv", ["seg.train", "data.rooot=x", f"paths.log_dir={tmp_path}"])
+    with pytest.raises(ConfigCompositionException, match=r"Could not override 'data\.rooot'"):
+        _task()
+    GlobalHydra.instance().clear()
