@@ -77,8 +77,9 @@ def config_error_message(error: Exception, command: str) -> str:
 def command(config_name: str) -> Callable[[Callable[[DictConfig], T]], Callable[[], T | None]]:
     """``hydra.main`` for ``conf/<config_name>.yaml``; config mistakes become one line, exit 2.
 
-    While Hydra composes the config it raises its errors (so they can be reported here); the task
-    runs with Hydra's own reporting as the user's environment sets it.
+    While Hydra composes the config (a sweep's jobs are all composed before the first one runs) it
+    raises its errors, so they can be reported here; the task runs with Hydra's own reporting as
+    the user's environment sets it.
     """
 
     def decorate(task: Callable[[DictConfig], T]) -> Callable[[], T | None]:

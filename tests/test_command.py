@@ -112,3 +112,20 @@ def test_hydra_full_error_keeps_hydras_own_exception(tmp_path: Path, monkeypatch
     with pytest.raises(ConfigCompositionException, match=r"Could not override 'data\.rooot'"):
         _task()
     GlobalHydra.instance().clear()
+
+
+def test_a_sweeps_bad_option_is_one_line_before_any_job_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    monkeypatch.setattr("sys.argv", ["seg.train", "-m", "loss=dice,hinge", f"paths.log_dir={tmp_path}"])
+    with pytest.raises(SystemExit) as stopped:
+        _task()
+    assert stopped.value.code == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert err == [
+        "error: loss=hinge is not an option of loss: choose one of ce, combo, dice, dice_ce, "
+        "dice_lovasz, focal, lovasz, tversky"
+    ]
+    assert not list((tmp_path / "train" / "multiruns").glob("*/0"))
+    GlobalHydra.instance().clear()
