@@ -11,7 +11,7 @@
 # Summarise: python scripts/camvid_table.py outputs/camvid_disjoint/runs
 set -euo pipefail
 root=${1:-../shared/datasets/camvid}
-rows=${2:-crop_only,flip_jitter,scale75,scale50,res75,crop352,w16,w48,lovasz,ema,dropout,smp18}
+rows=${2:-crop_only,flip_jitter,photometric,scale75,scale50,res75,crop352,w16,w48,lovasz,ema,dropout,smp18}
 budget=${3:-00:06:00}
 py=${PYTHON:-.venv/bin/python}
 common=("experiment=${EXPERIMENT:-camvid_cpu}" "data.root=$root" 'data.val_sequences=[0006R0]'
@@ -26,16 +26,20 @@ crop="{_target_:albumentations.RandomCrop,height:$size,width:$size}"
 pad="{_target_:albumentations.PadIfNeeded,min_height:$size,min_width:$size,border_mode:0,fill:0,fill_mask:\${data.ignore_index}}"
 flip='{_target_:albumentations.HorizontalFlip,p:0.5}'
 jitter='{_target_:albumentations.ColorJitter,brightness:0.2,contrast:0.2,saturation:0.2,hue:0.02,p:0.5}'
+# Twice the jitter, more often, and a gamma curve: other drives' light and camera response.
+strong_jitter='{_target_:albumentations.ColorJitter,brightness:0.4,contrast:0.4,saturation:0.4,hue:0.05,p:0.8}'
+gamma='{_target_:albumentations.RandomGamma,gamma_limit:[70,150],p:0.5}'
 scale() { echo "{_target_:albumentations.RandomScale,scale_limit:[$1,$2],p:1.0}"; }
 pipeline() { local IFS=,; echo "data.train_transforms=[$*]"; }
 
 crop_only=$(pipeline "$crop")   # camvid_cpu's crops, as before
 flip_jitter=$(pipeline "$crop" "$flip" "$jitter")
+photometric=$(pipeline "$crop" "$flip" "$strong_jitter" "$gamma")
 scale75=$(pipeline "$(scale -0.25 0.25)" "$pad" "$crop" "$flip" "$jitter")   # 0.75-1.25x
 scale50=$(pipeline "$(scale -0.5 0.5)" "$pad" "$crop" "$flip" "$jitter")     # 0.5-1.5x (data=camvid's)
 res75=$(pipeline "$(scale -0.5 0.0)" "$pad" "$crop" "$flip" "$jitter")       # 0.5-1.0x: 0.75x on average
 # The model rows build on the pipeline of the augmentation row named by BEST (crop_only, flip_jitter,
-# scale75, scale50 or res75).
+# photometric, scale75, scale50 or res75).
 best_name=${BEST:-scale75}
 best=${!best_name}
 
@@ -45,6 +49,7 @@ for row in ${rows//,/ }; do
   case $row in
     crop_only) run crop_only "$crop_only" ;;
     flip_jitter) run flip_jitter "$flip_jitter" ;;
+    photometric) run photometric "$photometric" ;;
     scale75) run scale75 "$scale75" ;;
     scale50) run scale50 "$scale50" ;;
     res75) run res75 "$res75" ;;
