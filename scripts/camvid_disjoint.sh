@@ -11,7 +11,7 @@
 # Summarise: python scripts/camvid_table.py outputs/camvid_disjoint/runs
 set -euo pipefail
 root=${1:-../shared/datasets/camvid}
-rows=${2:-crop_only,flip_jitter,photometric,scale75,scale50,res75,crop352,w16,w48,lovasz,ema,dropout,smp18}
+rows=${2:-crop_only,flip_jitter,photometric,scale75,scale50,res75,crop352,w16,w48,lovasz,ema,dropout,lr3e-3,wd0.05,smp18}
 budget=${3:-00:06:00}
 py=${PYTHON:-.venv/bin/python}
 common=("experiment=${EXPERIMENT:-camvid_cpu}" "data.root=$root" 'data.val_sequences=[0006R0]'
@@ -59,6 +59,8 @@ for row in ${rows//,/ }; do
     lovasz) run "lovasz_$best_name" "$best" loss=dice_lovasz ;;
     ema) run "ema_$best_name" "$best" callbacks.ema.decay=0.99 ;;
     dropout) run "dropout_$best_name" "$best" model.net.dropout=0.5 ;;
+    lr3e-3) run "lr3e-3_$best_name" "$best" model.optimizer.lr=3e-3 ;;
+    wd0.05) run "wd0.05_$best_name" "$best" model.optimizer.weight_decay=0.05 ;;   # AdamW's decay, 500x
     smp18) run "smp18_$best_name" "$best" model=smp '~model.net.base_channels' model.net.arch=Unet \
                  model.net.encoder_name=resnet18 model.net.encoder_weights=null ;;   # random init, nothing downloaded
     *) echo "unknown row $row" >&2; exit 2 ;;
