@@ -13,7 +13,7 @@ from typing import TypeVar
 import hydra
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from seg.config import CONF_DIR
 from seg.config_tree import leaves
@@ -66,7 +66,7 @@ def config_error_message(error: Exception, command: str) -> str:
         reason, *details = [line.strip() for line in str(error).splitlines() if line.strip()]
         more = f" ({' '.join(details)})" if details else ""
         return f"cannot read the override {error.override!r}: {reason}{more}"
-    if isinstance(cause, OmegaConfBaseException) and cause.full_key and "not in" in str(cause):
+    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and cause.full_key:
         return _unknown_key_message(cause, command)
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     if cause is not None:
@@ -97,12 +97,12 @@ def command(config_name: str) -> Callable[[Callable[[DictConfig], T]], Callable[
         def main() -> T | None:
             nonlocal users_setting
             users_setting = os.environ.get(_RAISE_ERRORS)
-            if users_setting == "1":
-                return run()
             os.environ[_RAISE_ERRORS] = "1"
             try:
                 return run()
             except (ConfigCompositionException, OverrideParseException) as error:
+                if users_setting == "1":  # the user asked for Hydra's own exception
+                    raise
                 print_error(config_error_message(error, config_name))
                 raise SystemExit(USER_ERROR_STATUS) from None
             finally:
