@@ -6,6 +6,7 @@ so ``SegmentationModule.load_from_checkpoint(path)`` rebuilds it from the ``.ckp
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -17,7 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from seg.errors import NonFiniteLossError, unwrapping_user_errors
+from seg.errors import ConfigError, NonFiniteLossError, unwrapping_user_errors
 from seg.metrics import MeanDice, build_metrics, summarize
 from seg.reports.pictures import default_palette
 
@@ -50,6 +51,11 @@ class SegmentationModule(pl.LightningModule):
         compile: ``torch.compile`` the network's calls while fitting (``nn.Module.compile``: in
             place, so the parameters, checkpoints and the exported ``model.pt`` are those of the
             plain network). The first training step, which compiles, is timed and logged.
+        encoder_lr_scale: the learning rate of a pretrained encoder (a network's
+            ``encoder_parameters()``) as a multiple of the optimizer's: fine-tuning usually moves
+            pretrained weights more gently than a new decoder.
+        decay_norms_and_biases: whether weight decay also applies to 1-D parameters (normalisation
+            weights and biases); the usual fine-tuning practice turns it off for them.
     """
 
     def __init__(
@@ -63,6 +69,8 @@ class SegmentationModule(pl.LightningModule):
         ignore_index: int | None = None,
         channels_last: bool = True,
         compile: bool = False,
+        encoder_lr_scale: float = 1.0,
+        decay_norms_and_biases: bool = True,
     ) -> None:
         super().__init__()
         net, loss, optimizer, scheduler = _plain(net), _plain(loss), _plain(optimizer), _plain(scheduler)
@@ -80,6 +88,8 @@ class SegmentationModule(pl.LightningModule):
         self.ignore_index = ignore_index
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.net.to(memory_format=self.memory_format)
+        if encoder_lr_scale <= 0:
+            raise ConfigError(f"model.encoder_lr_scale={encoder_lr_scale}: expected a positive multiple")
         self.compile_net = bool(compile)
         self.compile_seconds: float | None = None  # the first compiled training step, once measured
         self._first_step_start: float | None = None
@@ -182,8 +192,30 @@ class SegmentationModule(pl.LightningModule):
         if rebuild is not None and hparams is not None:
             checkpoint[self.CHECKPOINT_HYPER_PARAMS_KEY] = {**hparams, "net": rebuild(hparams["net"])}
 
+    def parameter_groups(self, lr: float) -> list[dict[str, Any]]:
+        """The trainable parameters in optimizer groups: a pretrained encoder's at
+        ``encoder_lr_scale * lr``, and 1-D ones without weight decay unless
+        ``decay_norms_and_biases``. Each group is named (``encoder``, ``decoder``, ``+no_decay``)."""
+        encoder_parameters = getattr(self.net, "encoder_parameters", None)
+        encoder = {id(p) for p in encoder_parameters()} if encoder_parameters is not None else set()
+        groups: dict[str, dict[str, Any]] = {}
+        for parameter in self.parameters():
+            if not parameter.requires_grad:
+                continue
+            part = "encoder" if id(parameter) in encoder else "decoder"
+            decay = self.hparams.decay_norms_and_biases or parameter.ndim > 1
+            name = part if decay else f"{part}+no_decay"
+            scale = self.hparams.encoder_lr_scale if part == "encoder" else 1.0
+            group = groups.setdefault(name, {"name": name, "params": [], "lr": lr * scale})
+            if not decay:
+                group["weight_decay"] = 0.0
+            group["params"].append(parameter)
+        return list(groups.values())
+
     def configure_optimizers(self) -> Any:
-        optimizer = instantiate(self.hparams.optimizer)(self.parameters())
+        build = instantiate(self.hparams.optimizer)
+        lr = build.keywords.get("lr", inspect.signature(build.func).parameters["lr"].default)
+        optimizer = build(self.parameter_groups(float(lr)))
         if not self.hparams.scheduler:
             return optimizer
         scheduler_config = dict(self.hparams.scheduler)

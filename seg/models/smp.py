@@ -22,10 +22,7 @@ from torch import nn
 
 from seg.errors import SegError
 from seg.models.inputs import normalisation, pad_to_multiple
-
-#: ImageNet's per-channel statistics in ``[0, 1]`` units, which smp's pretrained encoders expect.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from seg.models.weights import IMAGENET_MEAN, IMAGENET_STD, load_encoder, resolve_weights
 
 #: Top-level packages whose exceptions mean the weights could not be fetched.
 _DOWNLOAD_PACKAGES = ("huggingface_hub", "httpx", "httpcore", "requests", "urllib3", "urllib")
@@ -70,8 +67,9 @@ def _architecture(smp: Any, arch: str) -> type[nn.Module]:
     return getattr(smp, arch)
 
 
-def _check_encoder(smp: Any, encoder_name: str, encoder_weights: str | None) -> None:
-    """A ``SegError`` for an encoder name smp does not know, or weights it has none of."""
+def _hub_names(smp: Any, encoder_name: str) -> list[str]:
+    """The pretrained weights smp downloads for ``encoder_name``, or a ``SegError`` for an encoder
+    name neither smp nor timm knows."""
     if encoder_name.startswith("tu-"):
         import timm
 
@@ -80,19 +78,24 @@ def _check_encoder(smp: Any, encoder_name: str, encoder_weights: str | None) -> 
                 f"model.net.encoder_name={encoder_name!r}: timm has no model {encoder_name[3:]!r} "
                 "(timm.list_models() lists them)"
             )
-        return
+        return ["imagenet"] if timm.is_model_pretrained(encoder_name[3:]) else []
     encoders = smp.encoders.encoders
     if encoder_name not in encoders:
         raise SegError(
             f"model.net.encoder_name={encoder_name!r} is not an smp encoder: use a name from "
             "smp.encoders.get_encoder_names() (e.g. resnet18, resnet34, efficientnet-b0) or tu-<timm model>"
         )
-    available = list(encoders[encoder_name]["pretrained_settings"])
-    if encoder_weights is not None and encoder_weights not in available:
-        raise SegError(
-            f"model.net.encoder_weights={encoder_weights!r}: encoder {encoder_name} has weights "
-            f"{', '.join(available) or 'none'}; or use null (random initialisation)"
-        )
+    return list(encoders[encoder_name]["pretrained_settings"])
+
+
+def _classifier_reference(encoder_name: str) -> dict[str, torch.Tensor] | None:
+    """For a timm encoder, the state dict of the whole classifier it is cut from (random values):
+    what a classifier's weights file is matched against by order."""
+    if not encoder_name.startswith("tu-"):
+        return None
+    import timm
+
+    return timm.create_model(encoder_name[3:], pretrained=False).state_dict()
 
 
 class SmpNet(nn.Module):
@@ -103,12 +106,13 @@ class SmpNet(nn.Module):
             ``Segformer``, ...).
         encoder_name: smp encoder (``resnet34``, ``efficientnet-b0``, ``mit_b0``, ...) or
             ``tu-<timm model>``.
-        encoder_weights: pretrained weights to download (``imagenet``), or ``None`` for random
+        encoder_weights: pretrained weights: a name smp downloads (``imagenet``), a weights file,
+            an installed weights package (``seg.models.weights``), or ``None`` for random
             initialisation.
         in_channels: image channels.
         num_classes: output classes.
-        mean: per-channel normalisation mean; ``None``: ImageNet's for pretrained weights,
-            ``seg.models.inputs.DEFAULT_MEAN`` otherwise.
+        mean: per-channel normalisation mean; ``None``: the one the pretrained weights expect
+            (``PretrainedWeights.mean``), ``seg.models.inputs.DEFAULT_MEAN`` from scratch.
         std: per-channel standard deviation, chosen like ``mean``.
         options: further keyword arguments of the smp class (``decoder_channels``, ...).
     """
@@ -131,20 +135,22 @@ class SmpNet(nn.Module):
         super().__init__()
         smp = _smp()
         model_class = _architecture(smp, arch)
-        _check_encoder(smp, encoder_name, encoder_weights)
-        if encoder_weights is not None and in_channels != 3:  # smp adapts the first convolution
-            default_mean = [statistics.fmean(IMAGENET_MEAN)] * in_channels
-            default_std = [statistics.fmean(IMAGENET_STD)] * in_channels
-        elif encoder_weights is not None:
-            default_mean, default_std = list(IMAGENET_MEAN), list(IMAGENET_STD)
-        else:
-            default_mean = default_std = None
-        mean_tensor, std_tensor = normalisation(in_channels, mean, std, default_mean, default_std)
+        hub_names = _hub_names(smp, encoder_name)
+        self.weights = resolve_weights(
+            encoder_weights, encoder_name, hub_names, (IMAGENET_MEAN, IMAGENET_STD)
+        )
+        local = self.weights is not None and self.weights.kind != "hub"
+        weights_mean = weights_std = None
+        if self.weights is not None:  # a first convolution adapted to in_channels averages the colours
+            same = in_channels == len(self.weights.mean)
+            weights_mean = self.weights.mean if same else [statistics.fmean(self.weights.mean)] * in_channels
+            weights_std = self.weights.std if same else [statistics.fmean(self.weights.std)] * in_channels
+        mean_tensor, std_tensor = normalisation(in_channels, mean, std, weights_mean, weights_std)
         try:
             self.model = model_class(
                 encoder_name=encoder_name,
-                encoder_weights=encoder_weights,
-                in_channels=in_channels,
+                encoder_weights=None if local else encoder_weights,
+                in_channels=3 if local else in_channels,
                 classes=num_classes,
                 **options,
             )
@@ -153,13 +159,18 @@ class SmpNet(nn.Module):
                 raise SegError(
                     f"model.net.encoder_weights={encoder_weights}: the pretrained weights of "
                     f"{encoder_name} could not be downloaded ({_first_line(error)}); connect to the "
-                    "internet once (they are cached in ~/.cache/huggingface) or train from scratch "
-                    "with model.net.encoder_weights=null"
+                    "internet once (they are cached in ~/.cache/huggingface), use a local weights "
+                    "file or package, or train from scratch with model.net.encoder_weights=null"
                 ) from None
             raise SegError(
                 f"model.net.arch={arch} with model.net.encoder_name={encoder_name} cannot be built: "
                 f"{_first_line(error)}"
             ) from None
+        if local:
+            assert self.weights is not None
+            load_encoder(self.model.encoder, self.weights, _classifier_reference(encoder_name))
+            if in_channels != 3:
+                smp.encoders._utils.patch_first_conv(self.model.encoder, in_channels, pretrained=True)
         self.in_channels = in_channels
         self.num_classes = num_classes
         self.size_divisor = int(self.model.encoder.output_stride)
@@ -170,6 +181,11 @@ class SmpNet(nn.Module):
         height, width = x.shape[-2], x.shape[-1]
         x = (pad_to_multiple(x, self.size_divisor) - self.mean) / self.std
         return self.model(x)[:, :, :height, :width]
+
+    @torch.jit.unused
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        """The encoder's parameters: the part pretrained weights start (``model.encoder_lr_scale``)."""
+        return list(self.model.encoder.parameters())
 
     @torch.jit.unused
     def checkpoint_config(self, config: dict[str, Any]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from seg.data.datamodule import SegmentationDataModule
 from seg.errors import SegError, unwrapping_user_errors, user_message
 from seg.hardware import tune_allocator
 from seg.inference.formats import write_torchscript
+from seg.models.weights import starting_weights
 from seg.module import SegmentationModule
 from seg.reports.pictures import curves_figure, save_figure
 from seg.reports.run_summary import log_run_summary, shown
@@ -194,6 +195,7 @@ def _finish(
         "final": history.epochs[-1] if history.epochs else None,
         "test": test_metrics or None,
         "validation": datamodule.validation_summary(),  # which frames the val numbers are on
+        "pretrained": starting_weights(trainer.lightning_module.net),  # None: random initialisation
         "epochs": history.epochs,
         "train_seconds": round(seconds, 1),
         "resumed": bool(cfg.get("resume")),
