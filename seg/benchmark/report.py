@@ -36,6 +36,15 @@ _QUALITY = [
 ]
 
 
+def network(net: dict[str, Any]) -> str:
+    """The measured network in a few words: the U-Net's width, or an smp architecture and encoder."""
+    if "base_channels" in net:
+        return f"base_channels {net['base_channels']}"
+    if "arch" in net:
+        return f"{net['arch']} on {net['encoder_name']}"
+    return str(net["_target_"])
+
+
 def markdown(results: dict[str, Any]) -> str:
     """The results as Markdown: the machine and settings, the variants table, the profile and the
     time-to-quality table."""
@@ -48,7 +57,7 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [
         f"Machine: {m['cpu']} ({m['cores']} cores, {m['threads']} torch threads, native bf16: "
         f"{m['native_bf16']}){gpu}; torch {m['torch']}, Lightning {m['lightning']}.",
-        f"conf/train.yaml with base_channels {net['base_channels']} ({results['parameters'] / 1e6:.1f}M "
+        f"conf/train.yaml with {network(net)} ({results['parameters'] / 1e6:.1f}M "
         f"parameters), {net['num_classes']} classes, {size}, batch {data['batch_size']}{extra}; medians of "
         f"{c['steps']} steps after {c['warmup']} warm-up steps. A training step costs "
         f"{results['train_step_gflop_per_image']:.1f} GFLOP per image (counted). "

@@ -66,8 +66,9 @@ def train_config(
     """The training config variant ``name`` measures: ``conf/train.yaml`` with the bench's device,
     workers, sizes and ``train_overrides`` (with ``own``: without the last two; without ``sized``:
     the training config's own sizes), then ``extra``; its outputs go to ``<bench output>/<name>``."""
+    width = [] if bench.base_channels is None else [f"model.net.base_channels={bench.base_channels}"]
     sizes = [
-        f"model.net.base_channels={bench.base_channels}",
+        *width,
         f"data.image_size={size or bench.image_size}",
         f"data.batch_size={batch or bench.batch_size}",
     ]

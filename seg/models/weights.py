@@ -259,12 +259,13 @@ def _shapes(tensors: Mapping[str, torch.Tensor]) -> list[tuple[str, tuple[int, .
 
 
 def _first_order_mismatch(
-    source: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]
+    source: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor], whose: str = "encoder"
 ) -> str | None:
-    """The first place where ``source`` and ``target`` differ in order and shape, or None."""
+    """The first place where ``source`` and ``target`` (``whose`` tensors) differ in order and
+    shape, or None."""
     for (skey, sshape), (tkey, tshape) in zip(_shapes(source), _shapes(target), strict=False):
         if sshape != tshape:
-            return f"the file's {skey} {list(sshape)} against the encoder's {tkey} {list(tshape)}"
+            return f"the file's {skey} {list(sshape)} against the {whose}'s {tkey} {list(tshape)}"
     if len(source) != len(target):
         return "the tensors run out" if min(len(source), len(target)) else "no tensors"
     return None
@@ -310,12 +311,11 @@ def match_state_dict(
             by_reference = _by_name(renamed, list(target))
             if by_reference is not None:
                 return {key: renamed[name] for key, name in by_reference.items()}, "order"
-    against = reference if reference is not None else target
-    where = _first_order_mismatch(source, against)
+    against, whose = (target, "encoder") if reference is None else (reference, "classifier")
+    where = _first_order_mismatch(source, against, whose)
     raise SegError(
         f"{KEY}={origin}: the file's tensors match the encoder neither by name nor by order and "
-        f"shape: first mismatch {where} ({len(source)} tensors in the file, {len(against)} in the "
-        f"{'classifier' if reference is not None else 'encoder'})"
+        f"shape: first mismatch {where} ({len(source)} tensors in the file, {len(against)} in the {whose})"
     )
 
 
