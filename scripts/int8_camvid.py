@@ -1,6 +1,7 @@
-"""int8 against fp32 on a trained run's val split, in one process: frames/s and mIoU per variant.
+"""int8 against fp32 and bf16 on trained runs' val split, in one process: frames/s and mIoU per
+variant, for each run in turn (so that two models are compared on one machine, in one process).
 
-    python scripts/int8_camvid.py <run dir> <data root> [variant ...]
+    python scripts/int8_camvid.py <run dir>[,<run dir>...] <data root> [variant ...]
 
 Every variant predicts the whole val split at full resolution through ``seg.inference.predictor``
 (as ``seg.evaluate`` does, batches of the data's eval batch size) after one warm-up batch; the time
@@ -40,7 +41,13 @@ SWEEP = [
 ]
 
 
-def main(run: str, data_root: str, variants: list[str]) -> None:
+def main(runs: str, data_root: str, variants: list[str]) -> None:
+    for run in runs.split(","):
+        measure(run, data_root, variants)
+
+
+def measure(run: str, data_root: str, variants: list[str]) -> None:
+    """One JSON line about ``run``'s frames, then one per variant."""
     checkpoint, run_dir = checkpoint_of(Path(run))
     net, info, _ = load_model(checkpoint)
     data = build_datamodule(run_data_config(run_dir, data_root), run_dir)
@@ -49,8 +56,9 @@ def main(run: str, data_root: str, variants: list[str]) -> None:
     frames = sum(len(images) for images, _ in batches)
     tmp = Path(tempfile.mkdtemp())
     fp32 = export_onnx(net, tmp / "fp32.onnx")
-    print(json.dumps({"cpu": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__,
-                      "frames": frames, "size": list(batches[0][0].shape[-2:])}), flush=True)  # fmt: skip
+    print(json.dumps({"run": run, "cpu": cpu_name(), "threads": torch.get_num_threads(),
+                      "torch": torch.__version__, "frames": frames,
+                      "size": list(batches[0][0].shape[-2:])}), flush=True)  # fmt: skip
     for variant in variants or SWEEP:
         precision = "bf16" if variant.endswith("-bf16") else "32"
         extra: dict[str, object] = {}

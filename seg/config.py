@@ -14,6 +14,7 @@ from typing import Any
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
+from seg.data.stats import MEDIAN_FREQUENCY_POWERS
 from seg.errors import ConfigError
 from seg.hardware import best_precision
 from seg.models.unet import UPSAMPLERS
@@ -148,10 +149,11 @@ def validate_train_config(cfg: DictConfig) -> None:
             "give one name per class"
         )
     weights = cfg.loss.get("class_weights")
-    if isinstance(weights, str) and weights != "median_frequency":
+    if isinstance(weights, str) and weights not in MEDIAN_FREQUENCY_POWERS:
+        rules = ", ".join(MEDIAN_FREQUENCY_POWERS)
         raise ConfigError(
-            f"loss.class_weights={weights!r} is not valid: expected null, median_frequency, "
-            "or a list with one weight per class"
+            f"loss.class_weights={weights!r} is not valid: expected null, {rules}, or a list with one "
+            "weight per class"
         )
     if weights is not None and not isinstance(weights, str) and len(weights) != num_classes:
         raise ConfigError(

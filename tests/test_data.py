@@ -352,6 +352,23 @@ def test_datamodule_caches_class_weights(tmp_path: Path) -> None:
     assert dm.median_frequency_weights() == weights
 
 
+@pytest.mark.parametrize(("rule", "power"), [("median_frequency", 1.0), ("sqrt_median_frequency", 0.5)])
+def test_class_weight_rules_reach_the_loss(tmp_path: Path, rule: str, power: float) -> None:
+    from seg.training.pipeline import build_module
+
+    write_folder(tmp_path / "ds", {"train": 4, "val": 1}, size=32)
+    cfg = compose_train(
+        ["data=folder", f"data.root={tmp_path / 'ds'}", "data.num_classes=3", "data.num_workers=0",
+         f"paths.data_dir={tmp_path}", "paths.output_dir=unused", "loss=ce", f"loss.class_weights={rule}"]
+    )  # fmt: skip
+    dm = instantiate(cfg.data)
+    dm.setup("fit")
+    module = build_module(cfg, dm)
+    expected = [w**power for w in dm.median_frequency_weights()]
+    assert len(set(expected)) > 1  # the rule has something to change
+    torch.testing.assert_close(module.loss_fn.class_weights, torch.tensor(expected), atol=1e-4, rtol=0)
+
+
 def test_without_the_image_cache_batches_and_class_weights_are_the_same(tmp_path: Path) -> None:
     """``data.cache=false`` reads every file when it is needed instead of once at setup: nothing
     is kept in memory, and what training sees is unchanged."""

@@ -329,3 +329,41 @@ def test_the_package_given_to_another_encoder_is_one_line_naming_the_first_misma
         "the classifier's blocks.1.2.conv_dw.weight [144, 1, 3, 3] (296 tensors in the file, 386 in the "
         "classifier)"
     )
+
+
+@pytest.mark.slow
+def test_a_run_from_the_package_records_it_and_exports_a_model_that_loads_without_it(
+    data_cache: Path, tmp_path: Path
+) -> None:
+    from conftest import TINY, compose_train
+    from omegaconf import open_dict
+    from test_train import assert_torchscript_alone_matches
+
+    from seg.module import SegmentationModule
+    from seg.training.pipeline import train
+
+    _lite0_file()
+    out = tmp_path / "run"
+    overrides = [o for o in TINY if not o.startswith(("model.net.", "trainer.max_epochs"))]
+    cfg = compose_train(
+        [
+            *overrides,
+            "model=smp",
+            "trainer.max_epochs=1",
+            f"paths.data_dir={data_cache}",
+            f"paths.output_dir={out}",
+        ]
+    )
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(out)
+    metrics = train(cfg)
+    pretrained = metrics["pretrained"]
+    assert (pretrained["kind"], pretrained["package"], pretrained["licence"]) == (
+        "package",
+        LITE0,
+        "Apache-2.0",
+    )
+    assert pretrained["sha256"] in KNOWN_FILES and pretrained["mean"] == list(TFLITE_MEAN)
+    module = SegmentationModule.load_from_checkpoint(metrics["paths"]["best_checkpoint"], map_location="cpu")
+    inputs = [torch.rand(1, 3, 64, 64), torch.rand(2, 3, 50, 70)]
+    assert_torchscript_alone_matches(Path(metrics["paths"]["torchscript"]), module.net, inputs, tmp_path)

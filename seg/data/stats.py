@@ -26,6 +26,11 @@ def class_histogram(
     return pixels, images, ignored
 
 
+#: The ``loss.class_weights`` names of weights computed from the training masks, and the power
+#: each raises SegNet's median-frequency weights to (0.5 halves their spread in log scale).
+MEDIAN_FREQUENCY_POWERS = {"median_frequency": 1.0, "sqrt_median_frequency": 0.5}
+
+
 def median_frequency_weights(pixels: np.ndarray, totals: np.ndarray) -> list[float]:
     """SegNet's class weights, ``median(freq) / freq_c`` with ``freq_c = pixels_c / totals_c``.
 

@@ -18,6 +18,7 @@ from seg.artifacts import write_json
 from seg.config import validate_train_config
 from seg.config_tree import print_config_tree
 from seg.data.datamodule import SegmentationDataModule
+from seg.data.stats import MEDIAN_FREQUENCY_POWERS
 from seg.errors import SegError, unwrapping_user_errors, user_message
 from seg.hardware import tune_allocator
 from seg.inference.formats import write_torchscript
@@ -49,9 +50,11 @@ def _instantiate_all(group: DictConfig | None) -> list[Any]:
 def build_module(cfg: DictConfig, datamodule: SegmentationDataModule) -> SegmentationModule:
     """The LightningModule ``cfg`` describes, for ``datamodule``'s classes (median-frequency class
     weights are computed from its training split and written into ``cfg.loss``)."""
-    if cfg.loss.get("class_weights") == "median_frequency":
-        cfg.loss.class_weights = datamodule.median_frequency_weights()
-        log.info("Median-frequency class weights: %s", cfg.loss.class_weights)
+    rule = cfg.loss.get("class_weights")
+    if isinstance(rule, str) and rule in MEDIAN_FREQUENCY_POWERS:
+        power = MEDIAN_FREQUENCY_POWERS[rule]
+        cfg.loss.class_weights = [round(w**power, 4) for w in datamodule.median_frequency_weights()]
+        log.info("Class weights (%s): %s", rule, cfg.loss.class_weights)
     with unwrapping_user_errors():  # e.g. a loss option out of range, raised by the loss itself
         return instantiate(
             cfg.model,
