@@ -195,14 +195,16 @@ class SegmentationModule(pl.LightningModule):
     def parameter_groups(self, lr: float) -> list[dict[str, Any]]:
         """The trainable parameters in optimizer groups: a pretrained encoder's at
         ``encoder_lr_scale * lr``, and 1-D ones without weight decay unless
-        ``decay_norms_and_biases``. Each group is named (``encoder``, ``decoder``, ``+no_decay``)."""
+        ``decay_norms_and_biases``. Groups are named (``encoder``, ``decoder``, or ``network`` for a
+        network without an encoder; ``+no_decay``) when there is more than one, which is how the
+        learning-rate monitor logs them (``lr-AdamW/encoder``); a single group keeps ``lr-AdamW``."""
         encoder_parameters = getattr(self.net, "encoder_parameters", None)
         encoder = {id(p) for p in encoder_parameters()} if encoder_parameters is not None else set()
         groups: dict[str, dict[str, Any]] = {}
         for parameter in self.parameters():
             if not parameter.requires_grad:
                 continue
-            part = "encoder" if id(parameter) in encoder else "decoder"
+            part = "encoder" if id(parameter) in encoder else "decoder" if encoder else "network"
             decay = self.hparams.decay_norms_and_biases or parameter.ndim > 1
             name = part if decay else f"{part}+no_decay"
             scale = self.hparams.encoder_lr_scale if part == "encoder" else 1.0
@@ -210,6 +212,8 @@ class SegmentationModule(pl.LightningModule):
             if not decay:
                 group["weight_decay"] = 0.0
             group["params"].append(parameter)
+        if len(groups) == 1:
+            del next(iter(groups.values()))["name"]
         return list(groups.values())
 
     def configure_optimizers(self) -> Any:

@@ -72,7 +72,11 @@ def test_a_network_without_an_encoder_is_one_group() -> None:
         encoder_lr_scale=0.1,
     )
     (group,) = module.configure_optimizers().param_groups
-    assert group["name"] == "decoder" and group["lr"] == pytest.approx(1e-3)  # Adam's own default
+    assert "name" not in group and group["lr"] == pytest.approx(1e-3)  # Adam's own default
+    module.hparams.decay_norms_and_biases = False
+    groups = module.configure_optimizers().param_groups
+    assert [g["name"] for g in groups] == ["network", "network+no_decay"]
+    assert all(p.ndim == 1 for p in groups[1]["params"]) and groups[1]["weight_decay"] == 0.0
 
 
 def test_a_scale_that_is_not_positive_names_the_key() -> None:
