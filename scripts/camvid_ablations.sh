@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # CamVid ablations under one CPU budget (10 epochs of width 32, about 9 minutes each on the
-# 2-core development machine): the original recipe, then each change of experiment=camvid_cpu
-# added in turn. Results: docs/camvid.md. Rows A-O were run with the camvid_cpu of their time (random
+# 2-core development machine): the original recipe, then each change of experiment=camvid_cpu_scratch
+# added in turn. Results: docs/camvid.md. Rows A-O were run with the camvid_cpu_scratch of their time (random
 # crops only, Dice + CE), which the rows below pin; the recipe chosen since is in scripts/camvid_disjoint.sh.
 # Rows G and H are 70 epochs of cosine decay with and without augmentation (an hour each); row I
-# is experiment=camvid_cpu as shipped (a 60-minute budget, the learning rate decayed linearly to
+# is experiment=camvid_cpu_scratch as shipped (a 60-minute budget, the learning rate decayed linearly to
 # zero when it ends).
-# Rows J-O test the model options against experiment=camvid_cpu itself, 10 epochs with the
+# Rows J-O test the model options against experiment=camvid_cpu_scratch itself, 10 epochs with the
 # learning rate decayed to zero over them (a step budget, so every row trains the same steps on
 # any machine): J is the recipe, each later row changes one thing. Flip TTA is scored on J's
 # model with seg.evaluate (docs/camvid.md).
@@ -15,7 +15,7 @@ set -euo pipefail
 root=${1:-../shared/datasets/camvid}
 rows=${2:-ABCDE}
 py=${PYTHON:-.venv/bin/python}
-common=(experiment=camvid_cpu "data.root=$root" trainer.enable_progress_bar=false task_name=camvid_ablation)
+common=(experiment=camvid_cpu_scratch "data.root=$root" trainer.enable_progress_bar=false task_name=camvid_ablation)
 short=(trainer.max_epochs=10 trainer.check_val_every_n_epoch=1 trainer.max_time=00:00:11:00)
 crop_only='data.train_transforms=[{_target_:albumentations.RandomCrop,height:256,width:256}]'
 # data=camvid's own pipeline: random scale, pad, crop, flip, colour jitter
@@ -28,7 +28,7 @@ constant_adam=(scheduler=none model.optimizer._target_=torch.optim.Adam model.op
                model.optimizer.weight_decay=0)
 
 recipe10=(trainer.max_epochs=10 trainer.check_val_every_n_epoch=1 trainer.max_time=null)
-ce=loss=dice_ce   # the loss of camvid_cpu when these rows were run
+ce=loss=dice_ce   # the loss of camvid_cpu_scratch when these rows were run
 
 run() { echo "== row $1: ${*:2}"; "$py" -m seg.train "${common[@]}" "${@:2}"; }
 
@@ -43,8 +43,8 @@ for row in $(echo "$rows" | grep -o .); do
              $ce scheduler=cosine model.net.base_channels=16 model.optimizer.lr=2e-3 "$augment" ;;  # E, width 16
     G) run G "${cosine70[@]}" $ce "$augment" ;;                                          # H + augmentation
     H) run H "${cosine70[@]}" $ce "$crop_only" ;;                                                     # 70 epochs of cosine
-    I) run I ;;                                                                      # camvid_cpu as shipped
-    J) run J "${recipe10[@]}" $ce "$crop_only" ;;                                                     # camvid_cpu, 10 epochs
+    I) run I ;;                                                                      # camvid_cpu_scratch as shipped
+    J) run J "${recipe10[@]}" $ce "$crop_only" ;;                                                     # camvid_cpu_scratch, 10 epochs
     K) run K "${recipe10[@]}" $ce "$crop_only" model.net.upsample=bilinear ;;                         # J, bilinear decoder
     L) run L "${recipe10[@]}" "$crop_only" loss=combo loss.weights.ce=0 loss.weights.focal=1 ;;   # J, Dice + focal
     M) run M "${recipe10[@]}" "$crop_only" loss=dice_lovasz ;;  # J, Dice + Lovasz
