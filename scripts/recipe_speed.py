@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import tempfile
 
 import torch
 from hydra import compose, initialize_config_dir
@@ -33,8 +34,9 @@ def main() -> None:
     parser.add_argument("--bench", default="", help="seg.bench overrides, separated by spaces")
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
+    outputs = f"paths.output_dir={tempfile.mkdtemp(prefix='recipe-speed-')}"  # no Hydra run dir here
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        bench = compose("bench", ["base_channels=null", *args.bench.split()])
+        bench = compose("bench", ["base_channels=null", outputs, *args.bench.split()])
     device = v.device_of(bench)
     machine = {"cpu": cpu_name(), "native_bf16": cpu_has_native_bf16(), "threads": torch.get_num_threads()}
     print(json.dumps({**machine, "torch": torch.__version__}), flush=True)

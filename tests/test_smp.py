@@ -100,22 +100,28 @@ def test_pretrained_weights_are_loaded_and_imagenet_statistics_used(
     torch.testing.assert_close(_net().mean.flatten(), torch.full((3,), DEFAULT_MEAN))
 
 
-def test_a_checkpoint_reloads_without_downloading(
-    fake_hub: dict[str, torch.Tensor], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    net = {"_target_": "seg.models.smp.SmpNet", "arch": "Unet", "encoder_name": "resnet18"}
-    net |= {"encoder_weights": "imagenet", "in_channels": 3, "num_classes": 2, "mean": None, "std": None}
+def save_checkpoint(encoder_name: str, encoder_weights: str, path: Path) -> SegmentationModule:
+    """A two-class smp Unet module on ``encoder_weights``, saved to ``path`` as Lightning writes a
+    checkpoint (with the module's hook applied, as ``Trainer.save_checkpoint`` does)."""
+    net = {"_target_": "seg.models.smp.SmpNet", "arch": "Unet", "encoder_name": encoder_name}
+    net |= {"encoder_weights": encoder_weights, "in_channels": 3, "num_classes": 2, "mean": None, "std": None}
     module = SegmentationModule(
         net=net,
         loss={"_target_": "seg.losses.DiceLoss", "smooth": 1.0},
         optimizer={"_target_": "torch.optim.Adam", "_partial_": True},
     ).eval()
-    # What Lightning writes, with the module's hook applied, as Trainer.save_checkpoint does.
     checkpoint = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}
     checkpoint["pytorch-lightning_version"] = pl.__version__
     module.on_save_checkpoint(checkpoint)
+    torch.save(checkpoint, path)
+    return module
+
+
+def test_a_checkpoint_reloads_without_downloading(
+    fake_hub: dict[str, torch.Tensor], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    module = save_checkpoint("resnet18", "imagenet", tmp_path / "model.ckpt")
     assert module.hparams.net["encoder_weights"] == "imagenet"  # the live config is untouched
-    torch.save(checkpoint, tmp_path / "model.ckpt")
 
     def no_download(*args: Any, **kwargs: Any) -> str:
         raise AssertionError("loading a checkpoint downloaded weights")

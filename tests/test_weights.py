@@ -278,7 +278,7 @@ def test_camvid_cpu_starts_from_the_package_weights() -> None:
 def test_a_file_trains_any_channel_count_and_a_checkpoint_needs_no_package(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import pytorch_lightning as pl
+    from test_smp import save_checkpoint
 
     from seg.models.smp import SmpNet
     from seg.module import SegmentationModule
@@ -291,17 +291,7 @@ def test_a_file_trains_any_channel_count_and_a_checkpoint_needs_no_package(
     assert gray(torch.rand(2, 1, 64, 96)).shape == (2, 3, 64, 96)
     torch.testing.assert_close(gray.mean.flatten(), torch.tensor([0.5]))
 
-    net = {"_target_": "seg.models.smp.SmpNet", "arch": "Unet", "encoder_name": "tu-efficientnet_lite0"}
-    net |= {"encoder_weights": LITE0, "in_channels": 3, "num_classes": 2, "mean": None, "std": None}
-    module = SegmentationModule(
-        net=net,
-        loss={"_target_": "seg.losses.DiceLoss", "smooth": 1.0},
-        optimizer={"_target_": "torch.optim.Adam", "_partial_": True},
-    ).eval()
-    checkpoint = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}
-    checkpoint["pytorch-lightning_version"] = pl.__version__
-    module.on_save_checkpoint(checkpoint)
-    torch.save(checkpoint, tmp_path / "model.ckpt")
+    module = save_checkpoint("tu-efficientnet_lite0", LITE0, tmp_path / "model.ckpt")
 
     def no_package(name: str) -> Any:
         raise importlib.metadata.PackageNotFoundError(name)
