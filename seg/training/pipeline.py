@@ -163,6 +163,7 @@ def _finish(
     Only the rank-0 process writes files; every rank takes part in testing.
     """
     run_dir = RunDir.of_trainer(trainer, Path(cfg.paths.output_dir))
+    pretrained = starting_weights(trainer.lightning_module.net)  # before testing swaps the module
     checkpoint = trainer.checkpoint_callback
     assert checkpoint is not None
     best_path = RunDir.ranked_best(checkpoint)  # the same on every rank
@@ -198,7 +199,7 @@ def _finish(
         "final": history.epochs[-1] if history.epochs else None,
         "test": test_metrics or None,
         "validation": datamodule.validation_summary(),  # which frames the val numbers are on
-        "pretrained": starting_weights(trainer.lightning_module.net),  # None: random initialisation
+        "pretrained": pretrained,  # None: random initialisation
         "epochs": history.epochs,
         "train_seconds": round(seconds, 1),
         "resumed": bool(cfg.get("resume")),
