@@ -3,7 +3,13 @@
 #   make install TORCH=torch==2.13.0 TORCH_PIP_ARGS="--index-url <your CUDA wheel index>"
 # torchvision (needed by the models extra) is installed with torch, from the same index, at the
 # release built for that torch: change both together.
+ifeq ($(OS),Windows_NT)  # make from Git Bash or MSYS2: a venv keeps its programs in Scripts
+PYTHON ?= python
+BIN = $(VENV)/Scripts
+else
 PYTHON ?= python3
+BIN = $(VENV)/bin
+endif
 VENV ?= .venv
 TORCH ?= torch==2.13.0
 TORCHVISION ?= torchvision==0.28.0
@@ -11,7 +17,6 @@ TORCH_PIP_ARGS ?=
 ARGS ?=
 PYTEST_ARGS ?=
 
-BIN := $(VENV)/bin
 STAMP := $(VENV)/.seg-installed
 
 .PHONY: install train sweep test test-fast docs lint format tensorboard clean
@@ -22,7 +27,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH_PIP_ARGS) "$(TORCH)" "$(TORCHVISION)"
-	$(BIN)/python -m pip install --quiet -e ".[dev,export,sweep,track,models]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,export,sweep,mlflow,wandb,models]"
 	touch $(STAMP)
 
 train: install  ## train on the built-in synthetic data (pass overrides with ARGS="...")

@@ -1,4 +1,7 @@
-"""``python -m seg.bench``: training and inference speed against a plain loop and the machine's peak."""
+"""Training and inference speed on this machine, against a plain loop and the machine's peak.
+
+``seg-bench [key=value ...]``.
+"""
 
 from __future__ import annotations
 

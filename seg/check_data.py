@@ -1,4 +1,7 @@
-"""``python -m seg.check_data data=<name> data.root=DIR``: check a dataset before training on it."""
+"""Check a dataset before training on it: counts, sizes, mask values, class shares, problems.
+
+``seg-check-data data=<name> data.root=DIR``.
+"""
 
 from __future__ import annotations
 

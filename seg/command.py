@@ -1,13 +1,15 @@
-"""How every ``python -m seg.<command>`` starts: Hydra composes ``conf/<command>.yaml`` with the
-command line, and a mistake on that command line (an unknown key or option, bad syntax) ends the
-command with one ``error:`` line that names it and the fix, as every other user error does."""
+"""How every command (``seg-<command>``, or ``python -m seg.<command>``) starts: Hydra composes
+``conf/<command>.yaml`` with the command line, and a mistake on that command line (an unknown key
+or option, bad syntax) ends the command with one ``error:`` line that names it and the fix, as
+every other user error does. ``--help`` prints the command's own page (``seg.command_help``)."""
 
 from __future__ import annotations
 
 import difflib
 import functools
 import os
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 import hydra
@@ -15,6 +17,7 @@ from hydra.errors import ConfigCompositionException, MissingConfigException, Ove
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
+from seg.command_help import print_help, program_name, wants_help
 from seg.config import CONF_DIR
 from seg.config_tree import leaves
 from seg.errors import USER_ERROR_STATUS, print_error
@@ -30,7 +33,7 @@ def _unknown_key_message(error: OmegaConfBaseException, command: str) -> str:
     full_key = str(error.full_key)
     parent = error.parent_node
     show = "hydra" if full_key.startswith("hydra.") else "job"
-    every_key = f"see every key with: python -m seg.{command} --cfg {show}"
+    every_key = f"see every key with: {program_name(command, sys.argv[0])} --cfg {show}"
     message = f"{full_key} is not a key of seg.{command}'s config"
     if not isinstance(parent, DictConfig):
         return f"{message}; {every_key}"
@@ -74,12 +77,15 @@ def config_error_message(error: Exception, command: str) -> str:
     return " ".join(lines)
 
 
-def command(config_name: str) -> Callable[[Callable[[DictConfig], T]], Callable[[], T | None]]:
+def command(
+    config_name: str, extra_overrides: Callable[[Sequence[str]], list[str]] | None = None
+) -> Callable[[Callable[[DictConfig], T]], Callable[[], T | None]]:
     """``hydra.main`` for ``conf/<config_name>.yaml``; config mistakes become one line, exit 2.
 
-    While Hydra composes the config (a sweep's jobs are all composed before the first one runs) it
-    raises its errors, so they can be reported here; the task runs with Hydra's own reporting as
-    the user's environment sets it.
+    ``extra_overrides(argv)``, when given, adds overrides to the command line before Hydra reads
+    it. While Hydra composes the config (a sweep's jobs are all composed before the first one
+    runs) it raises its errors, so they can be reported here; the task runs with Hydra's own
+    reporting as the user's environment sets it.
     """
 
     def decorate(task: Callable[[DictConfig], T]) -> Callable[[], T | None]:
@@ -92,6 +98,7 @@ def command(config_name: str) -> Callable[[Callable[[DictConfig], T]], Callable[
 
         hydra_main = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)
         run = hydra_main(composed)
+        summary = (sys.modules[task.__module__].__doc__ or "").strip().splitlines()[:1]
 
         @functools.wraps(task)
         def main() -> T | None:
@@ -99,6 +106,11 @@ def command(config_name: str) -> Callable[[Callable[[DictConfig], T]], Callable[
             users_setting = os.environ.get(_RAISE_ERRORS)
             os.environ[_RAISE_ERRORS] = "1"
             try:
+                if wants_help(sys.argv[1:]):
+                    print_help(config_name, "".join(summary), sys.argv)
+                    return None
+                if extra_overrides is not None:
+                    sys.argv += extra_overrides(sys.argv[1:])
                 return run()
             except (ConfigCompositionException, OverrideParseException) as error:
                 if users_setting == "1":  # the user asked for Hydra's own exception

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.resources
 import inspect
 import logging
 import re
@@ -23,8 +24,9 @@ from seg.training.budget import DURATION
 from seg.training.progress import stderr_is_terminal
 from seg.training.resume import AUTO
 
-#: The folder of the Hydra configs every command composes.
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+#: The folder of the Hydra configs every command composes: the package ``seg.conf``, which is the
+#: repository's ``conf/`` in a checkout and ships inside the wheel (pyproject.toml maps it).
+CONF_DIR = Path(str(importlib.resources.files("seg.conf")))
 
 
 def _run_dir(resume: str | None, runs: str, stamp: str) -> str:

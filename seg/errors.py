@@ -29,6 +29,11 @@ class NonFiniteLossError(SegError):
     """The training loss became NaN or infinite (usually a learning rate too high for the loss)."""
 
 
+def install_hint(extra: str) -> str:
+    """The command that adds an optional extra to an installed seg, wheel or checkout alike."""
+    return f'pip install "seg[{extra}]"'
+
+
 def user_message(error: BaseException) -> str:
     """The one line to show for ``error``.
 

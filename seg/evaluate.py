@@ -1,4 +1,7 @@
-"""``python -m seg.evaluate run_dir=<training run> [split=test]`` or ``model_path=<model> data=<dataset>``."""
+"""Score a trained model on a dataset split: per-class Dice and IoU, confusion matrix, samples.
+
+``seg-evaluate run_dir=<training run> [split=test]`` or ``seg-evaluate model_path=<model> data=<dataset>``.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""``python -m seg.export model_path=<.ckpt or run dir> format=<a key of seg.inference.formats.FORMATS>``."""
+"""Export a trained model: TorchScript, ONNX, int8 ONNX or an exported program.
+
+``seg-export model_path=<.ckpt or run dir> format=<a key of seg.inference.formats.FORMATS>``.
+"""
 
 from __future__ import annotations
 

@@ -47,19 +47,31 @@ def cpu_has_native_bf16() -> bool:
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
 
 
-def best_precision(accelerator: str = "auto") -> str:
-    """The fastest safe Lightning ``precision`` for ``accelerator`` (``cpu``, ``gpu`` or ``auto``).
+def mps_available() -> bool:
+    """True on Apple silicon with PyTorch's Metal (MPS) backend."""
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
 
-    GPU: ``bf16-mixed`` where the card supports it, else ``16-mixed``. CPU: ``bf16-mixed`` with
-    native bf16, else ``32-true``. ``auto`` means the GPU when one is present.
+
+def best_precision(accelerator: str = "auto") -> str:
+    """The fastest safe Lightning ``precision`` for ``accelerator`` (``cpu``, ``gpu``, ``mps`` or
+    ``auto``).
+
+    GPU: ``bf16-mixed`` where the card supports it, else ``16-mixed``. Apple MPS: ``32-true``
+    (mixed precision there is not checked by this project). CPU: ``bf16-mixed`` with native bf16,
+    else ``32-true``. ``auto`` means a CUDA GPU when one is present, else MPS, else the CPU, as
+    Lightning's ``accelerator=auto`` chooses.
     """
-    if accelerator not in ("auto", "cpu", "gpu", "cuda"):
-        raise ValueError(f"unknown accelerator {accelerator!r}; expected auto, cpu or gpu")
-    use_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    if use_gpu:
+    if accelerator not in ("auto", "cpu", "gpu", "cuda", "mps"):
+        raise ValueError(f"unknown accelerator {accelerator!r}; expected auto, cpu, gpu or mps")
+    if accelerator == "auto":
+        accelerator = "gpu" if torch.cuda.is_available() else "mps" if mps_available() else "cpu"
+    if accelerator in ("gpu", "cuda"):
         if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
             return "bf16-mixed"
         return "16-mixed"
+    if accelerator == "mps":
+        return "32-true"
     return "bf16-mixed" if cpu_has_native_bf16() else "32-true"
 
 
@@ -100,9 +112,10 @@ def release_memory() -> None:
 
 
 def resolve_device(device: str) -> torch.device:
-    """The device ``device`` names: ``auto`` (the GPU when present), ``cpu`` or ``cuda``."""
+    """The device ``device`` names: ``auto`` (a CUDA GPU when present, else Apple MPS, else the
+    CPU), ``cpu``, ``cuda`` (``cuda:N``) or ``mps``."""
     if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise SegError(f"device={device!r} is not valid: expected auto, cpu or cuda")
+        device = "cuda" if torch.cuda.is_available() else "mps" if mps_available() else "cpu"
+    if device not in ("cpu", "cuda", "mps") and not device.startswith("cuda:"):
+        raise SegError(f"device={device!r} is not valid: expected auto, cpu, cuda or mps")
     return torch.device(device)

@@ -1,4 +1,7 @@
-"""``python -m seg.predict model_path=<model> input=<image or folder> output=<folder>``."""
+"""Predict masks and overlays for an image or a folder of images.
+
+``seg-predict model_path=<model or run dir> input=<image or folder> [output=<folder>]``.
+"""
 
 from __future__ import annotations
 

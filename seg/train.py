@@ -1,9 +1,11 @@
-"""``python -m seg.train [overrides]``: train a segmentation model from the Hydra config."""
+"""Train a segmentation model from the Hydra config.
+
+``seg-train [group=option ...] [key=value ...]`` (or ``python -m seg.train``); ``-m`` sweeps.
+"""
 
 from __future__ import annotations
 
 import os
-import sys
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -17,7 +19,7 @@ from seg.training.pipeline import train
 from seg.training.sweeps import objective, sweep_job
 
 
-@command("train")
+@command("train", extra_overrides=lambda argv: other_rank_overrides(argv, os.environ))
 def main(cfg: DictConfig) -> float:
     """Train; return the best monitored value so Hydra sweepers (Optuna) can optimise it."""
     overrides = list(HydraConfig.get().overrides.task)
@@ -32,5 +34,4 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    sys.argv += other_rank_overrides(sys.argv[1:], os.environ)  # only global rank 0 writes
     main()

@@ -3,11 +3,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import torch
 from conftest import compose_train
 
+from seg.benchmark.variants import TRAINERS
 from seg.config import validate_train_config
 from seg.errors import ConfigError
-from seg.hardware import best_precision, cpu_has_native_bf16
+from seg.hardware import best_precision, cpu_has_native_bf16, resolve_device
 
 
 def test_default_config_is_valid(make_cfg: Any) -> None:
@@ -59,6 +61,20 @@ def test_precision_follows_the_hardware() -> None:
     assert best_precision("gpu") in ("bf16-mixed", "16-mixed")
     with pytest.raises(ValueError, match="unknown accelerator"):
         best_precision("tpu")
+
+
+def test_auto_picks_cuda_then_apple_mps_then_the_cpu(monkeypatch: pytest.MonkeyPatch, make_cfg: Any) -> None:
+    """As Lightning's accelerator=auto does; MPS itself is not run here (no Apple machine)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("mps")
+    assert best_precision("auto") == best_precision("mps") == "32-true"
+    assert make_cfg("trainer=mps").trainer.accelerator == "mps"
+    assert make_cfg("trainer=mps").trainer.precision == "32-true"
+    assert TRAINERS[resolve_device("mps").type] == "mps"
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    assert best_precision("auto") == best_precision("cpu")
 
 
 def test_cpu_trainer_resolves_to_the_detected_precision(make_cfg: Any) -> None:

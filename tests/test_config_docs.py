@@ -28,3 +28,18 @@ net:
         "x.trainer.precision": "a '#' inside quotes is not a comment",
         "x.net.width": "channels",
     }
+
+
+def test_a_wrapped_line_comment_stays_with_its_key() -> None:
+    text = """val_sequences: null   # validate on these sequences (name up to the
+                      # first _), held out of train
+split_seed: 0
+mean: 0.5             # input normalisation,
+  # not a continuation: another column
+std: 0.25
+"""
+    assert yaml_comments(text) == {
+        "val_sequences": "validate on these sequences (name up to the first _), held out of train",
+        "mean": "input normalisation,",
+        "std": "not a continuation: another column",
+    }

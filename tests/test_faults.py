@@ -199,3 +199,24 @@ def test_two_processes_building_the_same_cache(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == [Path(root).name]  # no half-built leftovers
     assert len(list((Path(root) / "train" / "images").iterdir())) == 300
     assert len(list((Path(root) / "train" / "masks").iterdir())) == 300
+
+
+def test_without_the_requeue_signals_training_still_stops_cleanly(tmp_path: Path) -> None:
+    """Windows has no SIGUSR1 or SIGUSR2: the module imports, Ctrl-C and SIGTERM are still handled,
+    and a log line says that no signal requeues."""
+    code = """
+import logging, signal
+del signal.SIGUSR1, signal.SIGUSR2
+logging.basicConfig(level=logging.INFO, format="%(message)s")
+from seg.training.callbacks import REQUEUE_SIGNALS, GracefulStop
+assert REQUEUE_SIGNALS == ()
+stop = GracefulStop()
+stop.on_fit_start(None, None)
+print(sorted(s.name for s in stop._previous))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "['SIGINT', 'SIGTERM']"
+    assert "This OS has no SIGUSR1 or SIGUSR2" in done.stderr

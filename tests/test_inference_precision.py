@@ -94,7 +94,7 @@ def test_every_torch_form_runs_on_the_gpu(form: str, trained_run: dict[str, Any]
 
 
 def test_a_bad_device_is_one_line() -> None:
-    with pytest.raises(SegError, match=r"device='tpu' is not valid: expected auto, cpu or cuda"):
+    with pytest.raises(SegError, match=r"device='tpu' is not valid: expected auto, cpu, cuda or mps"):
         resolve_device("tpu")
 
 

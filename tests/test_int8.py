@@ -52,7 +52,7 @@ def test_bad_settings_and_format_are_one_line(tmp_path: Path, monkeypatch: pytes
     with pytest.raises(SegError, match="format=onnx_int8 needs calibration images"):
         export(net, tmp_path / "m.onnx", "onnx_int8")
     monkeypatch.setitem(sys.modules, "onnxruntime.quantization", None)
-    with pytest.raises(SegError, match=r'int8 export needs onnxruntime.*pip install -e "\.\[export\]"'):
+    with pytest.raises(SegError, match=r'int8 export needs onnxruntime.*pip install "seg\[export\]"'):
         onnxruntime_quantization()
 
 

@@ -37,6 +37,8 @@ def sync(device: torch.device) -> None:
     """Wait until ``device`` has finished its queued work, so a clock reads what it cost."""
     if device.type == "cuda":
         torch.cuda.synchronize()
+    elif device.type == "mps":
+        torch.mps.synchronize()
 
 
 def median_rate(times: Sequence[float], batch: int) -> float:

@@ -30,7 +30,7 @@ from seg.hardware import resolve_device
 from seg.training.pipeline import build_module, build_trainer
 
 #: The ``trainer`` config for each device the bench runs on.
-TRAINERS = {"cpu": "cpu", "cuda": "gpu"}
+TRAINERS = {"cpu": "cpu", "cuda": "gpu", "mps": "mps"}
 
 #: What each Lightning variant changes in the composed config. ``lightning-same`` takes the
 #: reference loop's settings (fp32, NCHW, no cuDNN autotuning): the difference is the framework.

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from seg.artifacts import atomic_path
-from seg.errors import SegError
+from seg.errors import SegError, install_hint
 from seg.inference.evaluation import build_datamodule, run_data_config
 from seg.inference.predictor import SIZE_DIVISOR_KEY, load_model
 from seg.inference.quantize import Calibration, Int8Settings, calibration_frames, quantize_onnx
@@ -113,7 +113,7 @@ def export_onnx(net: nn.Module, path: str | os.PathLike[str]) -> Path:
     try:
         import onnxscript  # noqa: F401  (the exporter needs it)
     except ImportError:
-        raise SegError('ONNX export needs the export extra: pip install -e ".[export]"') from None
+        raise SegError(f"ONNX export needs the export extra: {install_hint('export')}") from None
     example, shapes = _example_and_shapes(net)
     with atomic_path(path) as tmp, contextlib.redirect_stdout(io.StringIO()):
         torch.onnx.export(

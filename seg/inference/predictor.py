@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from seg.errors import SegError
+from seg.errors import SegError, install_hint
 from seg.hardware import best_precision, resolve_device
 from seg.inference.tta import PLAIN, TTA
 from seg.models.inputs import pad_to_multiple
@@ -41,7 +41,7 @@ class OnnxModel:
         try:
             import onnxruntime
         except ImportError:
-            raise SegError(f'{path} is an ONNX model; running it needs: pip install -e ".[export]"') from None
+            raise SegError(f"{path} is an ONNX model; running it needs: {install_hint('export')}") from None
         self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         metadata = self.session.get_modelmeta().custom_metadata_map
         self.size_divisor = int(metadata.get(SIZE_DIVISOR_KEY, 1))

@@ -26,7 +26,7 @@ import torch
 
 from seg.data.datamodule import SegmentationDataModule
 from seg.data.reading import read_sample
-from seg.errors import ConfigError, SegError
+from seg.errors import ConfigError, SegError, install_hint
 from seg.inference.predictor import SIZE_DIVISOR_KEY, to_input
 from seg.models.inputs import pad_to_multiple
 
@@ -70,7 +70,7 @@ def onnxruntime_quantization() -> Any:
         import onnxruntime.quantization as quantization
     except ImportError:
         raise SegError(
-            'int8 export needs onnxruntime, in the export extra: pip install -e ".[export]"'
+            f"int8 export needs onnxruntime, in the export extra: {install_hint('export')}"
         ) from None
     return quantization
 

@@ -23,7 +23,7 @@ from pytorch_lightning.loggers.logger import rank_zero_experiment
 from pytorch_lightning.utilities import rank_zero_only
 
 from seg.artifacts import write_json
-from seg.errors import ConfigError
+from seg.errors import ConfigError, install_hint
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ RUN_IDS_FILE = "logger_runs.json"
 def _require(module: str, option: str) -> None:
     if find_spec(module) is None:
         raise ConfigError(
-            f"{option} needs the {module} package: pip install -e '.[track]' (`make install` includes it), "
+            f"{option} needs the {module} package: {install_hint(module)} (`make install` includes it), "
             "or choose another logger (logger=tensorboard, logger=csv)"
         )
 

@@ -9,7 +9,7 @@ for most encoders; smp itself refuses other sizes), cropping the logits back. Wi
 Pretrained weights come from a local file or an installed package (``seg.models.weights``: no
 network), or from the Hugging Face hub on first use, cached in ``~/.cache/huggingface``; a failed
 download or an unknown name is a one-line ``SegError`` naming the key to change. smp is an optional
-dependency: ``pip install -e ".[models]"``."""
+dependency: ``pip install "seg[models]"``."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from seg.errors import SegError
+from seg.errors import SegError, install_hint
 from seg.models.inputs import normalisation, pad_to_multiple
 from seg.models.weights import IMAGENET_MEAN, IMAGENET_STD, load_encoder, resolve_weights
 
@@ -33,7 +33,7 @@ def _smp() -> Any:
         import segmentation_models_pytorch
     except ImportError as error:
         raise SegError(
-            f'model=smp needs the models extra: pip install -e ".[models]" ({_first_line(error)})'
+            f"model=smp needs the models extra: {install_hint('models')} ({_first_line(error)})"
         ) from None
     return segmentation_models_pytorch
 

@@ -31,29 +31,36 @@ _KEY_LINE = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z_][\w.-]*):(?P<rest>.*)$"
 _LONGEST_VALUE = 60
 
 
-def _trailing_comment(rest: str) -> str:
-    """The ``# comment`` at the end of a YAML value, outside quotes ("" if none)."""
+def _trailing_comment(rest: str) -> tuple[int, str]:
+    """Where the ``# comment`` at the end of a YAML value starts in ``rest`` (outside quotes), and
+    its text; (-1, "") if there is none."""
     quote = None
     for i, char in enumerate(rest):
         if char in "'\"" and quote in (None, char):
             quote = None if quote else char
         elif char == "#" and quote is None and (i == 0 or rest[i - 1] == " "):
-            return rest[i + 1 :].strip()
-    return ""
+            return i, rest[i + 1 :].strip()
+    return -1, ""
 
 
 def yaml_comments(text: str, prefix: str = "") -> dict[str, str]:
     """``dotted.key -> comment`` for the keys of one YAML file: the comment at the end of the
-    key's line, else the comment lines right above it at the same indentation."""
+    key's line (with the comment-only lines under it whose ``#`` is in the same column: the
+    comment wrapped), else the comment lines right above it."""
     comments: dict[str, str] = {}
     stack: list[tuple[int, str]] = []  # (indent, key) of the mappings the line is inside
     above: list[str] = []
+    wrapped: tuple[str, int] | None = None  # (key, column of its trailing #) the next line may go on
     for line in text.splitlines():
         stripped = line.strip()
         if stripped.startswith("#"):
-            if not stripped.startswith("# @package"):
+            if wrapped and line.index("#") == wrapped[1]:
+                comments[wrapped[0]] += " " + stripped.lstrip("#").strip()
+            elif not stripped.startswith("# @package"):
+                wrapped = None
                 above.append(stripped.lstrip("#").strip())
             continue
+        wrapped = None
         match = _KEY_LINE.match(line)
         if not match:
             above = []
@@ -61,10 +68,13 @@ def yaml_comments(text: str, prefix: str = "") -> dict[str, str]:
         indent = len(match["indent"])
         while stack and stack[-1][0] >= indent:
             stack.pop()
-        path = ".".join([*(k for _, k in stack), match["key"]])
-        comment = _trailing_comment(match["rest"]) or " ".join(above)
+        key = prefix + ".".join([*(k for _, k in stack), match["key"]])
+        column, trailing = _trailing_comment(match["rest"])
+        comment = trailing or " ".join(above)
         if comment:
-            comments[f"{prefix}{path}"] = comment
+            comments[key] = comment
+        if trailing:
+            wrapped = (key, len(line) - len(match["rest"]) + column)
         stack.append((indent, match["key"]))
         above = []
     return comments
@@ -91,7 +101,7 @@ def _with_bases(path: Path) -> list[Path]:
     return [*bases, path]
 
 
-def _comments_for(command: str, choices: dict[str, Any]) -> dict[str, str]:
+def comments_for(command: str, choices: dict[str, Any]) -> dict[str, str]:
     """Comments of the files a command's default composition reads."""
     files = [CONF_DIR / f"{command}.yaml"]
     for group, choice in choices.items():
@@ -114,15 +124,24 @@ def _shown(value: Any) -> str:
     return f"`{text}`".replace("|", "\\|")
 
 
-def _groups(choices: dict[str, Any]) -> list[str]:
-    lines = []
+def group_options(choices: dict[str, Any]) -> dict[str, tuple[str, list[str]]]:
+    """``group -> (chosen option or "none", the group's public options)`` for the groups a
+    command composes (Hydra's own groups but its launcher left out, files named ``_*`` too)."""
+    groups = {}
     for group, choice in sorted(choices.items()):
         folder = CONF_DIR / group
         if (group.startswith("hydra") and group != "hydra/launcher") or not folder.is_dir():
             continue
         options = sorted(p.stem for p in folder.glob("*.yaml") if not p.stem.startswith("_"))
-        lines.append(f"| `{group}=` | `{choice or 'none'}` | {', '.join(options)} |")
-    return lines
+        groups[group] = (choice or "none", options)
+    return groups
+
+
+def _groups(choices: dict[str, Any]) -> list[str]:
+    return [
+        f"| `{group}=` | `{choice}` | {', '.join(options)} |"
+        for group, (choice, options) in group_options(choices).items()
+    ]
 
 
 def command_section(command: str) -> str:
@@ -131,7 +150,7 @@ def command_section(command: str) -> str:
         cfg = compose(config_name=command, return_hydra_config=True)
     choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
     del cfg.hydra
-    comments = _comments_for(command, choices)
+    comments = comments_for(command, choices)
     lines = [f"## `python -m seg.{command}` (`conf/{command}.yaml`)", ""]
     groups = _groups(choices)
     if groups:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import signal
 import threading
@@ -19,9 +20,13 @@ from seg.reports.pictures import confusion_matrix_figure, figure_to_array, predi
 from seg.rundir import RunDir
 from seg.training import cluster
 
+log = logging.getLogger(__name__)
+
 #: Signals that ask a job to save and come back: SLURM's ``--signal=SIGUSR1@90`` (Lightning's
 #: convention) and submitit's warning before the time limit (SIGUSR2 by default).
-REQUEUE_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
+REQUEUE_SIGNAL_NAMES = ("SIGUSR1", "SIGUSR2")
+#: Those of them this OS has (Windows has neither).
+REQUEUE_SIGNALS = tuple(getattr(signal, name) for name in REQUEUE_SIGNAL_NAMES if hasattr(signal, name))
 
 
 class MetricsHistory(pl.Callback):
@@ -178,6 +183,13 @@ class GracefulStop(pl.Callback):
         if threading.current_thread() is threading.main_thread():
             for signum in self.HANDLED:
                 self._previous[signum] = signal.signal(signum, self._on_signal)
+            missing = [name for name in REQUEUE_SIGNAL_NAMES if not hasattr(signal, name)]
+            if missing:
+                log.info(
+                    "This OS has no %s: Ctrl-C and SIGTERM stop the run with a checkpoint; "
+                    "no signal requeues it",
+                    " or ".join(missing),
+                )
 
     def restore_signals(self) -> None:
         """Give the signals back to the handlers they had before training."""

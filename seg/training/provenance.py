@@ -41,8 +41,11 @@ def write_run_info(cfg: DictConfig, run_dir: RunDir) -> None:
 
 
 def _git_state() -> dict[str, Any] | None:
-    """The commit of the source checkout seg runs from (and whether it had local changes)."""
+    """The commit of the source checkout seg runs from (and whether it had local changes); None
+    for an installed package (whose folder may sit inside some other repository)."""
     repo = Path(__file__).resolve().parents[2]
+    if not (repo / "pyproject.toml").is_file() or not (repo / ".git").exists():
+        return None
     try:
         commit = subprocess.run(
             ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10

@@ -1,0 +1,1 @@
+"""Datasets on disk and generated: layouts, mask decoding, splits, caching, the LightningDataModule."""
