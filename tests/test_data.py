@@ -7,14 +7,23 @@ import numpy as np
 import pytest
 import torch
 from conftest import compose_train, synthetic_class_names
-from fixtures import CITYSCAPES_PALETTE, label_map, photo, write_folder, write_pairs
+from fixtures import (
+    CITYSCAPES_PALETTE,
+    binary_255,
+    label_map,
+    palette_png,
+    photo,
+    uint16_codes,
+    write_folder,
+    write_pairs,
+)
 from hydra.utils import instantiate
 from PIL import Image
 
 from seg.data.checks import check_splits
 from seg.data.datamodule import SegmentationDataModule
 from seg.data.layouts import FolderLayout, SideBySideLayout
-from seg.data.masks import KMeansColours, MaskDecoder, majority_filter, nearest_colour
+from seg.data.masks import BinaryMask, KMeansColours, MaskDecoder, majority_filter, nearest_colour
 from seg.data.reading import read_sample
 from seg.data.stats import median_frequency_from_masks
 from seg.data.synthetic import SyntheticScenes, layout
@@ -173,6 +182,159 @@ def test_16_bit_masks_with_large_labels() -> None:
     mask = np.array([[0, 300], [299, 1]], dtype=np.uint16)
     out = MaskDecoder(301)(mask, Path("m.png"))
     assert out.dtype == np.int32 and out.tolist() == [[0, 300], [299, 1]]
+
+
+def recording(encode):
+    """``encode``, keeping every label map it stores (in writing order) in ``.labels``."""
+
+    def store(labels: np.ndarray) -> Image.Image:
+        store.labels.append(labels)
+        return encode(labels)
+
+    store.labels = []
+    return store
+
+
+def decoded_masks(dm: SegmentationDataModule, split: str) -> list[np.ndarray]:
+    return [dm.datasets[split].read(i)[1] for i in range(len(dm.datasets[split]))]
+
+
+def test_palette_png_masks_are_read_by_index(tmp_path: Path) -> None:
+    """VOC stores masks as palette PNGs: the pixel is the class index (255 the ignored border),
+    the palette only colours them. They decode to the indices, not to colours."""
+
+    def with_border(labels: np.ndarray) -> Image.Image:
+        bordered = labels.copy()
+        bordered[0, :] = 255
+        return palette_png(bordered)
+
+    encode = recording(with_border)
+    root = write_folder(tmp_path / "ds", {"train": 3, "val": 2}, size=32, encode=encode)
+    with Image.open(root / "val/masks/000.png") as stored:
+        assert stored.mode == "P" and stored.getpalette()[3:6] == [200, 0, 0]
+    dm = datamodule(root, "data.ignore_index=255")
+    dm.setup("fit")
+    for decoded, labels in zip(
+        decoded_masks(dm, "train") + decoded_masks(dm, "val"), encode.labels, strict=True
+    ):
+        expected = labels.copy()
+        expected[0, :] = 255
+        assert decoded.tolist() == expected.tolist()
+
+
+def test_16_bit_masks_come_out_as_their_integers(tmp_path: Path) -> None:
+    """16-bit PNG masks ("I;16") are read as integers: values above 255 are classes (or codes to
+    map), never scaled to 8 bits."""
+    encode = recording(uint16_codes([0, 1, 300]))
+    root = write_folder(tmp_path / "ds", {"train": 3, "val": 1}, size=32, encode=encode)
+    with Image.open(root / "train/masks/000.png") as stored:
+        assert stored.mode == "I;16"
+    dm = datamodule(root, "data.num_classes=301", "data.batch_size=3")
+    dm.setup("fit")
+    codes = np.array([0, 1, 300])
+    for decoded, labels in zip(decoded_masks(dm, "train"), encode.labels[:3], strict=True):
+        assert decoded.tolist() == codes[labels].tolist()
+    _, masks = next(iter(dm.train_dataloader()))  # through the augmentations too
+    assert set(masks.unique().tolist()) == {0, 1, 300}
+    # The same files through a value mapping: 16-bit codes -> classes.
+    dm = datamodule(root, "data.decoder.mask_values={0:0,1:2,300:1}")
+    dm.setup("fit")
+    for decoded, labels in zip(decoded_masks(dm, "train"), encode.labels[:3], strict=True):
+        assert decoded.tolist() == np.array([0, 2, 1])[labels].tolist()
+
+
+def test_0_255_masks_decode_through_a_mapping_or_the_binary_decoder(tmp_path: Path) -> None:
+    encode = recording(binary_255)
+    root = write_folder(tmp_path / "ds", {"train": 3, "val": 1}, num_classes=2, size=32, encode=encode)
+    for decoder in ("data.decoder.mask_values={0:0,255:1}", "data/decoder=binary"):
+        dm = datamodule(root, "data.num_classes=2", decoder)
+        dm.setup("fit")
+        for decoded, labels in zip(decoded_masks(dm, "train"), encode.labels[:3], strict=True):
+            assert decoded.tolist() == labels.tolist(), decoder
+    # The binary decoder reads any coding: 0/1, 0/65535, white on black in RGB; and JPEG noise
+    # with a threshold.
+    binary = BinaryMask(num_classes=2)
+    labels = np.array([[0, 1], [1, 0]])
+    assert binary(labels.astype(np.uint16) * 65535, Path("m.png")).tolist() == labels.tolist()
+    assert (
+        binary(np.stack([labels * 255] * 3, -1).astype(np.uint8), Path("m.png")).tolist() == labels.tolist()
+    )
+    jpeg = np.array([[3, 250], [241, 12]], dtype=np.uint8)
+    assert BinaryMask(num_classes=2, threshold=127)(jpeg, Path("m.png")).tolist() == labels.tolist()
+    with pytest.raises(ConfigError, match=r"data/decoder=binary makes 2 classes, but data.num_classes=3"):
+        BinaryMask(num_classes=3)
+
+
+def test_0_255_masks_are_refused_with_a_mapping_suggested_not_ignore_index() -> None:
+    mask = np.array([[0, 255], [255, 0]], dtype=np.uint8)
+    with pytest.raises(DataError) as refused:
+        MaskDecoder(2)(mask, Path("m.png"))
+    message = str(refused.value)
+    assert "m.png holds label value(s) [255] but there are only 2 classes (0..1)" in message
+    assert "'data.decoder.mask_values={0:0,255:1}'" in message and "data/decoder=binary" in message
+    assert "ignore_index" not in message  # ignoring 255 would ignore the whole foreground
+    # Three classes stored as 0/127/255: the example maps them in order.
+    with pytest.raises(DataError, match=r"'data\.decoder\.mask_values=\{0:0,127:1,255:2\}'"):
+        MaskDecoder(3)(np.array([[0, 127, 255]], dtype=np.uint8), Path("m.png"))
+
+
+def test_values_missing_from_the_mapping_are_one_line_naming_file_values_and_key(tmp_path: Path) -> None:
+    root = write_folder(tmp_path / "ds", {"train": 3, "val": 1}, num_classes=2, size=32, encode=binary_255)
+    stray = np.asarray(Image.open(root / "val/masks/000.png")).copy()
+    stray[:4, :4] = 128
+    Image.fromarray(stray).save(root / "val/masks/000.png")
+    mapping = "data.decoder.mask_values={0:0,255:1}"
+    with pytest.raises(DataError) as refused:
+        datamodule(root, "data.num_classes=2", mapping).setup("fit")
+    message = str(refused.value)
+    assert "\n" not in message
+    assert message.startswith(f"mask {root / 'val/masks/000.png'} holds values [0, 128, 255], of which [128]")
+    assert "not in data.decoder.mask_values={0: 0, 255: 1}" in message
+    assert "data.decoder.ignore_unmapped=true" in message
+    # Asked to, the decoder ignores them instead.
+    dm = datamodule(
+        root, "data.num_classes=2", mapping, "data.decoder.ignore_unmapped=true", "data.ignore_index=9"
+    )
+    dm.setup("fit")
+    decoded = decoded_masks(dm, "val")[0]
+    assert (decoded[:4, :4] == 9).all() and set(np.unique(decoded).tolist()) <= {0, 1, 9}
+    # A mapping to a class that does not exist is a config error naming the key.
+    with pytest.raises(
+        ConfigError, match=r"data\.decoder\.mask_values maps 255 to 2, but classes are 0\.\.1"
+    ):
+        MaskDecoder(2, mask_values={0: 0, 255: 2})
+    with pytest.raises(ConfigError, match=r"ignore_unmapped=true needs .*data\.ignore_index"):
+        MaskDecoder(2, mask_values={0: 0, 255: 1}, ignore_unmapped=True)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "data.decoder.mask_values={0:0,255:5}",
+            r"data\.decoder\.mask_values maps 255 to 5, but classes are 0\.\.1",
+        ),
+        ("data/decoder=binary", r"data/decoder=binary makes 2 classes, but data\.num_classes=3; set it to 2"),
+    ],
+)
+def test_a_decoder_config_mistake_stops_training_and_check_data_as_itself(
+    tmp_path: Path, override: str, message: str
+) -> None:
+    """Raised inside Hydra's instantiate, the decoder's ``ConfigError`` still reaches the command
+    as itself (one line), not wrapped in Hydra's multi-line error."""
+    from seg.reports.data_report import check_data
+    from seg.training.pipeline import train
+
+    root = write_folder(tmp_path / "ds", {"train": 2, "val": 1}, num_classes=2, size=32, encode=binary_255)
+    num_classes = "data.num_classes=2" if "mask_values" in override else "data.num_classes=3"
+    cfg = compose_train(
+        ["data=folder", f"data.root={root}", num_classes, override, f"paths.data_dir={tmp_path}",
+         f"paths.output_dir={tmp_path / 'run'}", "trainer=cpu"]
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match=message):
+        train(cfg)
+    with pytest.raises(ConfigError, match=message):
+        check_data(cfg, tmp_path / "report")
 
 
 def test_colour_masks_decode_exactly_even_with_near_duplicate_colours() -> None:

@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from conftest import compose_train
-from fixtures import CITYSCAPES_PALETTE, write_folder, write_pairs
+from fixtures import CITYSCAPES_PALETTE, binary_255, write_folder, write_pairs
+from PIL import Image
 
 from seg.training.pipeline import train
 
@@ -76,3 +78,27 @@ def test_cityscapes_pairs_with_13_colour_clusters(tmp_path: Path) -> None:
         min(np.abs(np.array(c) - np.array(p)).sum() for p in CITYSCAPES_PALETTE) for c in classes["palette"]
     ]
     assert np.median(distances) < 30
+
+
+@pytest.mark.slow
+def test_folder_with_0_255_masks_trains_through_a_value_mapping(tmp_path: Path) -> None:
+    """Binary masks stored as 0/255 PNGs (Carvana, most medical sets) train once
+    ``data.decoder.mask_values`` maps 255 to the foreground class, and the model learns it."""
+    root = write_folder(
+        tmp_path / "ds", {"train": 16, "val": 4, "test": 4}, num_classes=2, size=32, encode=binary_255,
+        learnable=True,
+    )  # fmt: skip
+    metrics = _train(
+        tmp_path, "data=folder", f"data.root={root}", "data.num_classes=2",
+        "data.class_names=[background,foreground]", "data.decoder.mask_values={0:0,255:1}",
+        "model.net.base_channels=8", "model.optimizer.lr=3e-3", "trainer.max_epochs=3",
+    )  # fmt: skip
+    # Chance: the best constant answer. Calling every pixel foreground scores 2p / (1 + p) on the
+    # foreground (p: its share of the pixels), calling none scores 0. The model must at least
+    # halve chance's distance to a perfect score.
+    for split, key in (("val", "best"), ("test", "test")):
+        masks = np.stack([np.asarray(Image.open(path)) for path in (root / split / "masks").iterdir()])
+        share = (masks == 255).mean()
+        chance = 2 * share / (1 + share)
+        dice = metrics[key][f"{split}/dice/foreground"]
+        assert dice > 0.85 and 1 - dice < (1 - chance) / 2, (chance, metrics[key])

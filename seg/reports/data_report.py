@@ -9,19 +9,22 @@ from omegaconf import DictConfig
 
 from seg.artifacts import write_json
 from seg.data.checks import blocking_problems, check_splits, format_report
-from seg.errors import SegError
+from seg.errors import SegError, unwrapping_user_errors
 from seg.reports.pictures import save_class_histogram
 
 
 def check_data(cfg: DictConfig, output_dir: Path) -> None:
-    """Check every split, print the report, write ``class_histogram.png`` and ``report.json``.
+    """Check every split, print how masks are decoded and the report, write
+    ``class_histogram.png`` and ``report.json``.
 
     Raises ``SegError`` naming the first problem when the data cannot be trained on as it is.
     """
-    datamodule = instantiate(cfg.data)
+    with unwrapping_user_errors():  # a mistake in the data config (its decoder, ...) is one line
+        datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     reports = check_splits(datamodule)
     names = datamodule.class_names
+    print(f"Masks: {datamodule.decoder.describe(names)}", flush=True)
     for report in reports:
         print(format_report(report, names, datamodule.ignore_index), flush=True)
     shares = {
@@ -36,6 +39,8 @@ def check_data(cfg: DictConfig, output_dir: Path) -> None:
             r.split: {
                 "samples": r.samples,
                 "sizes": {f"{w}x{h}": n for (w, h), n in r.sizes.items()},
+                "mask_values": [{"value": v.value, "pixels": v.pixels, "class": v.decoded} for v in r.stored],
+                "other_mask_values": {"values": r.other_values[0], "pixels": r.other_values[1]},
                 "pixels": dict(zip(names, r.pixels.tolist(), strict=True)) if r.pixels is not None else None,
                 "ignored_pixels": r.ignored,
                 "problems": [{"kind": p.kind, "path": p.path, "message": p.message} for p in r.problems],

@@ -83,10 +83,13 @@ def build_trainer(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> pl.
     return instantiate(cfg.trainer, callbacks=built, logger=loggers or False)
 
 
-def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
+def train(
+    cfg: DictConfig, overrides: Sequence[str] = (), callbacks: Sequence[pl.Callback] = ()
+) -> dict[str, Any]:
     """Train (or, with ``cfg.resume``, continue a run), test the best weights, export them.
 
     ``overrides`` are the command-line overrides, checked against what a resumed run may change.
+    ``callbacks`` join the configured ones (``seg.search`` adds its pruning callback this way).
     Returns the run's metrics (see ``seg.rundir.RunDir`` for the files). User mistakes raise
     ``seg.errors.SegError``; Ctrl-C and SIGTERM save the last checkpoint, the model and the
     metrics and exit with status 130 / 143.
@@ -105,14 +108,15 @@ def train(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
         print_config_tree(cfg, run_dir.config_tree)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
-    datamodule: SegmentationDataModule = instantiate(cfg.data)
+    with unwrapping_user_errors():  # a mistake in the data config (its decoder, ...) is one line
+        datamodule: SegmentationDataModule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")  # reads and checks the data before anything slow starts
     log.info("Validation: %s", datamodule.validation_summary()["description"])
     module = build_module(cfg, datamodule)
     history = MetricsHistory()
     stop = GracefulStop()
-    trainer = build_trainer(cfg, [history, stop])
+    trainer = build_trainer(cfg, [history, stop, *callbacks])
     for callback in trainer.callbacks:
         if isinstance(callback, TrainingBudget):
             callback.start = began
