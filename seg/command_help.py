@@ -39,6 +39,15 @@ COMMON_KEYS: dict[str, tuple[str, ...]] = {
         "trainer.precision",
         "trainer.devices",
     ),
+    "search": (
+        "search.study_name",
+        "search.storage",
+        "search.n_trials",
+        "search.sampler.n_startup_trials",
+        "search.pruner.n_warmup_steps",
+        "data.root",
+        "trainer.max_epochs",
+    ),
     "evaluate": ("data.root",),
     "check_data": ("data.root", "data.num_classes", "data.class_names", "data.ignore_index"),
 }

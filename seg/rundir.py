@@ -17,7 +17,8 @@ A run directory (Hydra's ``runtime.output_dir``; ``paths.output_dir`` in the con
     export/                 ``seg.export`` output
     <task>.log              Hydra's log of the command (train.log)
 
-A sweep directory holds one run directory per job and ``summary.csv`` / ``summary.md``.
+A sweep directory holds one run directory per job and ``summary.csv`` / ``summary.md``; a
+``seg.search`` one also its Optuna study, ``study.db`` (unless ``search.storage`` names another).
 
 Everything else asks this module for these paths; no other module spells the file names.
 """
@@ -202,6 +203,11 @@ class SweepDir:
     @property
     def summary_md(self) -> Path:
         return self.path / "summary.md"
+
+    @property
+    def study(self) -> Path:
+        """The SQLite file of a ``seg.search`` study kept in the sweep folder (the default storage)."""
+        return self.path / "study.db"
 
     def jobs(self) -> list[RunDir]:
         """The job run directories (those with Hydra's overrides), in job order."""

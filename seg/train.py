@@ -21,7 +21,7 @@ from seg.training.sweeps import objective, sweep_job
 
 @command("train", extra_overrides=lambda argv: other_rank_overrides(argv, os.environ))
 def main(cfg: DictConfig) -> float:
-    """Train; return the best monitored value so Hydra sweepers (Optuna) can optimise it."""
+    """Train; return the best monitored value (what a Hydra sweeper would optimise)."""
     overrides = list(HydraConfig.get().overrides.task)
     exit_on_user_error(lambda: check_rank(cfg.trainer))
     full_traceback = bool(cfg.get("full_traceback"))

@@ -1,4 +1,4 @@
-"""Experiments at scale: sweep summaries, Optuna, reproducibility, DDP, submitit, recipes."""
+"""Experiments at scale: sweep summaries, reproducibility, DDP, submitit, recipes (Optuna: test_search.py)."""
 
 from __future__ import annotations
 
@@ -85,22 +85,6 @@ def test_sweep_summary_takes_the_direction_from_the_checkpoint_mode(tmp_path: Pa
     assert [r["best"] for r in rows] == ["", "*", ""]
     header = (tmp_path / "summary.md").read_text().splitlines()[0]
     assert "| best val/loss |" in header and "val/dice" not in header
-
-
-@pytest.mark.slow
-def test_optuna_searches_the_learning_rate(tmp_path: Path, data_cache: Path) -> None:
-    args = ["seg.train", "hparams_search=lr_optuna", "hydra.sweeper.n_trials=2", *SHORT,
-            f"paths.log_dir={tmp_path}", f"paths.data_dir={data_cache}"]  # fmt: skip
-    result = run_cli(args, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-2000:]
-    sweep = _sweep_dir(tmp_path)
-    found = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-    assert 1e-4 <= found["best_params"]["model.optimizer.lr"] <= 1e-1
-    values = [
-        json.loads((sweep / job / "metrics.json").read_text())["best"]["val/dice"] for job in ("0", "1")
-    ]
-    assert found["best_value"] == pytest.approx(max(values))
-    assert len(list(csv.DictReader((sweep / "summary.csv").open()))) == 2
 
 
 @pytest.mark.slow

@@ -24,7 +24,10 @@ REPO = Path(__file__).resolve().parents[2]
 PAGE = REPO / "docs" / "configuration.md"
 
 #: The commands, each composed from ``conf/<command>.yaml``.
-COMMANDS = ("train", "evaluate", "predict", "export", "bench", "check_data")
+COMMANDS = ("train", "search", "evaluate", "predict", "export", "bench", "check_data")
+#: Commands whose config extends another command's (``defaults: [train, ...]``): their section
+#: lists only the groups and keys they add or change.
+EXTENDS = {"search": "train"}
 
 #: A YAML mapping key, its indentation and the rest of the line.
 _KEY_LINE = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z_][\w.-]*):(?P<rest>.*)$")
@@ -144,22 +147,38 @@ def _groups(choices: dict[str, Any]) -> list[str]:
     ]
 
 
-def command_section(command: str) -> str:
-    """The Markdown section for one command: its config groups, then every key."""
+def _composed(command: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(every key -> default, group -> choice)`` of a command's default composition."""
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name=command, return_hydra_config=True)
     choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
     del cfg.hydra
+    return leaves(OmegaConf.to_container(cfg, resolve=False)), choices  # type: ignore[return-value]
+
+
+def command_section(command: str) -> str:
+    """The Markdown section for one command: its config groups, then every key (for a command
+    that extends another, those it adds or changes)."""
+    settings, choices = _composed(command)
     comments = comments_for(command, choices)
     lines = [f"## `python -m seg.{command}` (`conf/{command}.yaml`)", ""]
+    base = EXTENDS.get(command)
+    if base:
+        base_settings, base_choices = _composed(base)
+        settings = {k: v for k, v in settings.items() if base_settings.get(k, _ABSENT) != v}
+        choices = {g: c for g, c in choices.items() if g not in base_choices}
+        lines += [f"Every group and key of `python -m seg.{base}` too; these are added or changed:", ""]
     groups = _groups(choices)
     if groups:
         lines += ["| group | default | options |", "| --- | --- | --- |", *groups, ""]
     lines += ["| key | default | meaning |", "| --- | --- | --- |"]
-    for key, value in leaves(OmegaConf.to_container(cfg, resolve=False)).items():
+    for key, value in settings.items():
         meaning = comments.get(key, "").replace("|", "\\|")
         lines.append(f"| `{key}` | {_shown(value)} | {meaning} |")
     return "\n".join(lines)
+
+
+_ABSENT = object()
 
 
 def render() -> str:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pytorch_lightning as pl
 import torch
 import yaml
 from hydra.core.hydra_config import HydraConfig
@@ -167,11 +168,18 @@ def objective(metrics: dict[str, Any]) -> float:
     return float("nan") if not best else float(best[metrics["monitor"]])
 
 
-def sweep_job(cfg: DictConfig, overrides: Sequence[str]) -> float:
-    """One job of a multirun: a failure is recorded and reported, and the other jobs go on.
+def sweep_job(
+    cfg: DictConfig,
+    overrides: Sequence[str],
+    callbacks: Sequence[pl.Callback] = (),
+    planned: tuple[type[Exception], ...] = (),
+) -> float:
+    """One job of a multirun (or trial of ``seg.search``): a failure is recorded and reported, and
+    the other jobs go on.
 
     Every job is tagged ``sweep:<sweep dir name>`` and named ``<sweep dir name>/<job number>``
-    in the loggers, so a tracker groups the jobs of one sweep.
+    in the loggers, so a tracker groups the jobs of one sweep. ``callbacks`` join the trainer's;
+    an exception of a ``planned`` type (a pruned trial) is no failure: it is raised to the caller.
     """
     hydra_cfg = HydraConfig.get()
     sweep = Path(hydra_cfg.sweep.dir).name
@@ -183,7 +191,9 @@ def sweep_job(cfg: DictConfig, overrides: Sequence[str]) -> float:
         torch.set_num_threads(threads)
         cfg.data.num_workers = workers
     try:
-        return objective(train(cfg, overrides))
+        return objective(train(cfg, overrides, callbacks))
+    except planned:
+        raise
     except SegError as error:
         message = user_message(error)
         log.error("error: %s", message, exc_info=bool(cfg.get("full_traceback")))
