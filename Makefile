@@ -19,15 +19,15 @@ PYTEST_ARGS ?=
 
 STAMP := $(VENV)/.seg-installed
 
-.PHONY: install train sweep test test-fast docs lint format tensorboard clean
+.PHONY: install train sweep test test-fast docs constraints lint format tensorboard clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH_PIP_ARGS) "$(TORCH)" "$(TORCHVISION)"
-	$(BIN)/python -m pip install --quiet -e ".[dev,export,sweep,mlflow,wandb,models]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,export,sweep,mlflow,wandb,models]" -c constraints.txt
 	touch $(STAMP)
 
 train: install  ## train on the built-in synthetic data (pass overrides with ARGS="...")
@@ -44,6 +44,11 @@ test-fast: install  ## the tests not marked slow
 
 docs: install  ## regenerate docs/configuration.md from the composed configs
 	$(BIN)/python -m seg.reports.config_docs
+
+constraints: install  ## pin every package of this environment (the tested set) in constraints.txt
+	( echo "# Every package the test suite passed with (Linux, CPU torch); regenerate: make constraints."; \
+	  echo "# pip install -c constraints.txt ... takes these versions; it installs nothing by itself."; \
+	  $(BIN)/python -m pip list --format=freeze --exclude-editable | grep -v -E "^(pip|seg)==" | sed -E 's/\+[A-Za-z0-9.]+$$//' ) > constraints.txt
 
 lint: install
 	$(BIN)/ruff check .

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # CamVid ablations under one CPU budget (10 epochs of width 32, about 9 minutes each on the
-# 2-core development machine): the original recipe, then each change of experiment=camvid_cpu_scratch
+# 2-core Intel Xeon with AMX): the original recipe, then each change of experiment=camvid_cpu_scratch
 # added in turn. Results: docs/camvid.md. Rows A-O were run with the camvid_cpu_scratch of their time (random
 # crops only, Dice + CE), which the rows below pin; the recipe chosen since is in scripts/camvid_disjoint.sh.
 # Rows G and H are 70 epochs of cosine decay with and without augmentation (an hour each); row I

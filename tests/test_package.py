@@ -3,36 +3,91 @@ from an empty folder of a fresh virtual environment with no checkout in sight.""
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
+import re
 import subprocess
 import sys
 import sysconfig
-import tomllib
 import venv
 import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TINY
+from conftest import REPO, TINY, run_cli
+from omegaconf import OmegaConf
 from PIL import Image
 
 from seg.config import CONF_DIR
+
+tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
 
 def test_every_package_folder_is_listed_for_the_wheel() -> None:
     """pyproject.toml lists the packages by hand (the configs' mapping needs it): a new folder under
     seg/ that is not listed would be missing from every installed copy."""
     listed = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
-    folders = {
-        ".".join(path.parent.relative_to(REPO).parts) for path in (REPO / "seg").rglob("__init__.py")
-    }
+    folders = {".".join(path.parent.relative_to(REPO).parts) for path in (REPO / "seg").rglob("__init__.py")}
     assert sorted(listed) == sorted({*folders, "seg.conf"})
     assert (REPO / "seg" / "data" / "__init__.py").is_file()  # a namespace folder is left out of wheels
+
+
+def _name(requirement: str) -> str:
+    """The normalised distribution name of a requirement line (``Foo_bar[x]>=1`` -> ``foo-bar``)."""
+    return re.split(r"[\s\[<>=!~;@]", requirement.strip(), maxsplit=1)[0].lower().replace("_", "-")
+
+
+def _pins() -> dict[str, str]:
+    lines = (REPO / "constraints.txt").read_text().splitlines()
+    pairs = [line.split("==") for line in lines if line.strip() and not line.startswith("#")]
+    return {_name(name): version for name, version in pairs}
+
+
+def test_the_constraints_pin_every_dependency_and_extra() -> None:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    required = [
+        *project["dependencies"],
+        *(r for extra in project["optional-dependencies"].values() for r in extra),
+    ]
+    unpinned = sorted({_name(r) for r in required} - set(_pins()))
+    assert not unpinned, f"add these to constraints.txt (make constraints): {unpinned}"
+
+
+@pytest.mark.skipif(
+    not (Path(sys.prefix) / ".seg-installed").is_file(), reason="not the environment `make install` made"
+)
+def test_the_environment_make_installs_has_the_pinned_versions() -> None:
+    installed = {_name(d.metadata["Name"]): d.version for d in importlib.metadata.distributions()}
+    differ = {
+        name: (pinned, installed[name])
+        for name, pinned in _pins().items()
+        if name in installed and installed[name].split("+")[0] != pinned
+    }
+    assert not differ, f"pinned, installed: {differ}; run make install, or make constraints to pin these"
 
 
 def test_the_configs_are_read_from_the_package() -> None:
     assert (CONF_DIR / "train.yaml").is_file()
     assert CONF_DIR.samefile(REPO / "conf")  # in a checkout, the package is the repository's conf/
+
+
+@pytest.mark.parametrize("how", ["--config-dir", "hydra.searchpath"])
+def test_a_users_own_config_folder_adds_options_beside_the_packages(tmp_path: Path, how: str) -> None:
+    """Users keep their experiments and datasets in their own folder, not in a copy of seg's."""
+    mine = tmp_path / "my_configs"
+    (mine / "experiment").mkdir(parents=True)
+    (mine / "data").mkdir()
+    (mine / "experiment" / "mine.yaml").write_text(
+        "# @package _global_\nmodel:\n  optimizer:\n    lr: 0.0123\n"
+    )
+    (mine / "data" / "my_scans.yaml").write_text("defaults:\n  - folder\nroot: /scans\nnum_classes: 4\n")
+    where = ["--config-dir", str(mine)] if how == "--config-dir" else [f"hydra.searchpath=[file://{mine}]"]
+    done = run_cli(["seg.train", *where, "experiment=mine", "data=my_scans", "--cfg", "job"], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    cfg = OmegaConf.create(done.stdout)
+    assert cfg.model.optimizer.lr == 0.0123
+    assert (cfg.data.root, cfg.data.num_classes) == ("/scans", 4)
+    assert cfg.data.layout == OmegaConf.load(CONF_DIR / "data" / "folder.yaml").layout  # seg's folder
 
 
 def _scripts(environment: Path) -> Path:
@@ -49,7 +104,8 @@ def _run(command: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Compl
 def test_the_wheel_trains_evaluates_and_predicts_from_an_empty_folder(tmp_path: Path) -> None:
     dist = tmp_path / "dist"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist), "."],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist),
+         "."],
         cwd=REPO, check=True, capture_output=True, timeout=600,
     )  # fmt: skip
     (wheel,) = dist.glob("seg-*.whl")
