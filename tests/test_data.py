@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -403,6 +405,72 @@ def test_kmeans_recovers_the_colours_and_caches_them(tmp_path: Path) -> None:
     labels = decoder(mask, samples[0].mask)
     colours = np.asarray(decoder.palette)[labels]
     assert (np.abs(colours - mask).max(-1) < 2).mean() > 0.99
+
+
+def test_kmeans_refits_when_a_training_mask_changes_in_place(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The clusters follow the masks they were fitted on: recolouring one mask (same path, its
+    time moved on explicitly) refits them and says why; touching a mask without changing it
+    keeps the cached clusters and fits nothing."""
+    palette = [[200, 30, 30], [30, 200, 30], [30, 30, 200], [220, 220, 220]]
+    root = write_folder(tmp_path / "ds", {"train": 4}, num_classes=4, palette=palette)
+    samples, _ = DEFAULT.samples(root, "train")
+    fits = []
+
+    def read(sample):
+        fits.append(sample)
+        return read_sample(sample)[1]
+
+    def fitted() -> list[list[int]]:
+        decoder = KMeansColours(num_classes=4, seed=0)
+        decoder.prepare(samples, read, tmp_path / "cache")
+        return decoder.palette
+
+    first = fitted()
+    assert len(fits) == 4
+    edited = root / "train/masks/002.png"
+    stat = edited.stat()
+    os.utime(edited, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # touched, not changed
+    with caplog.at_level(logging.INFO, logger="seg.data.cache"):
+        assert fitted() == first
+    assert len(fits) == 4 and not caplog.records
+    mask = np.asarray(Image.open(edited)).copy()
+    mask[:32] = [250, 250, 0]  # a new colour on the top half of one mask
+    Image.fromarray(mask).save(edited)
+    os.utime(edited, ns=(stat.st_atime_ns, stat.st_mtime_ns + 2 * 10**9))
+    with caplog.at_level(logging.INFO, logger="seg.data.cache"):
+        second = fitted()
+    assert len(fits) == 8 and second != first
+    assert [r.getMessage() for r in caplog.records] == [
+        "colour clusters: 1 of 4 training masks changed since they were cached (masks/002.png); recomputing"
+    ]
+
+
+def test_without_digests_a_new_time_recomputes_the_class_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Above ``DIGEST_LIMIT`` files are compared by size and time alone: a mask whose time moved
+    on is taken as changed. Below it, the digest says a touched mask is unchanged."""
+    import seg.data.cache
+
+    write_folder(tmp_path / "ds", {"train": 4, "val": 1}, size=32)
+    mask = tmp_path / "ds/train/masks/001.png"
+    for limit, recomputes in ((0, True), (seg.data.cache.DIGEST_LIMIT, False)):
+        monkeypatch.setattr(seg.data.cache, "DIGEST_LIMIT", limit)
+        dm = datamodule(tmp_path / "ds", f"data.cache_dir={tmp_path / f'cache-{limit}'}")
+        dm.setup("fit")
+        weights = dm.median_frequency_weights()
+        stat = mask.stat()
+        os.utime(mask, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+        reads: list[int] = []
+        original = dm.datasets["train"].read
+        dm.datasets["train"].read = lambda i, reads=reads, read=original: reads.append(i) or read(i)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="seg.data.cache"):
+            assert dm.median_frequency_weights() == weights
+        assert bool(reads) == recomputes
+        assert bool(caplog.records) == recomputes
 
 
 # ----------------------------------------------------------------------------- transforms

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from conftest import compose_train
 from fixtures import CITYSCAPES_PALETTE, binary_255, write_folder, write_pairs
 from PIL import Image
@@ -26,23 +27,73 @@ FAST = [
 ]
 
 
-def _train(tmp_path: Path, *overrides: str) -> dict:
+def _train(tmp_path: Path, *overrides: str, output_dir: Path | None = None) -> dict:
     cfg = compose_train(
-        [*FAST, *overrides, f"paths.output_dir={tmp_path / 'run'}", f"paths.data_dir={tmp_path}"]
+        [
+            *FAST,
+            *overrides,
+            f"paths.output_dir={output_dir or tmp_path / 'run'}",
+            f"paths.data_dir={tmp_path}",
+        ]
     )
     return train(cfg)
 
 
-def test_folder_with_index_masks_and_median_frequency_weights(tmp_path: Path) -> None:
-    root = write_folder(tmp_path / "ds", {"train": 8, "val": 2, "test": 2}, size=32)
-    metrics = _train(
-        tmp_path, "data=folder", f"data.root={root}", "data.num_classes=3", "loss=dice_ce",
-        "loss.class_weights=median_frequency",
-    )  # fmt: skip
-    assert metrics["test"]["test/dice"] >= 0
-    checkpoint = torch.load(metrics["paths"]["best_checkpoint"], map_location="cpu", weights_only=True)
-    weights = checkpoint["hyper_parameters"]["loss"]["class_weights"]
-    assert len(weights) == 3 and all(w > 0 for w in weights)
+def _blocks(class_1_rows: int, compress_level: int) -> Image.Image:
+    """A 32x32 index mask: class 2 on rows 0-1, class 1 on the next ``class_1_rows``, 0 below."""
+    mask = np.zeros((32, 32), dtype=np.uint8)
+    mask[:2] = 2
+    mask[2 : 2 + class_1_rows] = 1
+    return Image.fromarray(mask)
+
+
+def _loss_weights(metrics: dict) -> list[float]:
+    """The class weights of the loss of the run's best checkpoint, as the module rebuilds it."""
+    from seg.module import SegmentationModule
+
+    module = SegmentationModule.load_from_checkpoint(
+        metrics["paths"]["best_checkpoint"], map_location="cpu", weights_only=True
+    )
+    return module.loss_fn.class_weights.tolist()
+
+
+@pytest.mark.parametrize("edit", ["new size and time", "same size and time"])
+def test_median_frequency_weights_reach_the_loss_and_follow_a_mask_edited_in_place(
+    tmp_path: Path, edit: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Index masks in a folder give SegNet's weights, by hand: four masks of 32x32 pixels, each
+    with 64 px of class 2, 192 of class 1 and 768 of class 0, have frequencies 0.75, 0.1875 and
+    0.0625 (every class is in every image), median 0.1875, so weights [0.25, 1, 3]. Rewriting one
+    mask in place with class 1 on 448 px (class 0 on 512) makes them 2816/4096, 1024/4096 and
+    256/4096: weights [0.25 / 0.6875, 1, 4], and the second run says why it recomputed them.
+    The edit keeps the size and the modification time in the second case (uncompressed PNGs, the
+    time put back with os.utime), where only the content digest can tell."""
+    level = 0 if edit == "same size and time" else 6
+    root = write_folder(tmp_path / "ds", {"train": 4, "val": 2, "test": 2}, size=32)
+    for mask in (root / "train/masks").iterdir():
+        _blocks(6, level).save(mask, compress_level=level)
+    args = ["data=folder", f"data.root={root}", "data.num_classes=3", "loss=ce",
+            "loss.class_weights=median_frequency"]  # fmt: skip
+    first = _train(tmp_path, *args)
+    assert _loss_weights(first) == pytest.approx([0.25, 1.0, 3.0], abs=1e-4)
+
+    edited = root / "train/masks/000.png"
+    before = edited.stat()
+    _blocks(14, level).save(edited, compress_level=level)
+    if edit == "same size and time":
+        assert edited.stat().st_size == before.st_size
+        os.utime(edited, ns=(before.st_atime_ns, before.st_mtime_ns))
+    else:
+        assert edited.stat().st_size != before.st_size
+        os.utime(edited, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))
+    with caplog.at_level(logging.INFO, logger="seg.data.cache"):
+        second = _train(tmp_path, *args, output_dir=tmp_path / "run2")
+    assert _loss_weights(second) == pytest.approx([0.25 / 0.6875, 1.0, 4.0], abs=1e-4)
+    said = [r.getMessage() for r in caplog.records if r.name == "seg.data.cache"]
+    assert said == [
+        "class weights: 1 of 4 training masks changed since they were cached (train/masks/000.png); "
+        "recomputing"
+    ]
 
 
 def test_folder_with_colour_masks(tmp_path: Path) -> None:
@@ -72,7 +123,7 @@ def test_cityscapes_pairs_with_13_colour_clusters(tmp_path: Path) -> None:
     # The fitted clusters are cached and reused by the next run.
     cached = list((tmp_path / "cache").glob("kmeans-*.json"))
     assert len(cached) == 1
-    assert json.loads(cached[0].read_text())["centres"] == classes["palette"]
+    assert json.loads(cached[0].read_text())["value"]["centres"] == classes["palette"]
     # Every cluster colour lies near a true label colour.
     distances = [
         min(np.abs(np.array(c) - np.array(p)).sum() for p in CITYSCAPES_PALETTE) for c in classes["palette"]

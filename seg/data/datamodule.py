@@ -11,7 +11,7 @@ import numpy as np
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
-from seg.data.cache import cached_json
+from seg.data.cache import Sources, cached_json
 from seg.data.dataset import SegmentationDataset
 from seg.data.layouts import FolderLayout, Problem, Sample, SideBySideLayout
 from seg.data.masks import MaskDecoder
@@ -254,7 +254,8 @@ class SegmentationDataModule(pl.LightningDataModule):
 
     # ----------------------------------------------------------------------------- statistics
     def median_frequency_weights(self) -> list[float]:
-        """SegNet-style class weights from the training masks, computed once and cached."""
+        """SegNet-style class weights from the training masks, computed once and cached (again
+        when a training mask changes: see ``seg.data.cache``)."""
         dataset = self._dataset("train")
         key = [str(self.root.resolve()), [str(s.image) for s in dataset.samples], repr(self.decoder),
                self.decoder.palette, self.num_classes, self.ignore_index]  # fmt: skip
@@ -264,4 +265,6 @@ class SegmentationDataModule(pl.LightningDataModule):
             weights = median_frequency_from_masks(masks, self.num_classes, self.ignore_index)
             return {"weights": weights, "class_names": self.class_names}
 
-        return cached_json(self.cache_dir, "median-frequency", key, compute)["weights"]
+        masks = Sources([s.mask or s.image for s in dataset.samples], "training masks", self.root)
+        cached = cached_json(self.cache_dir, "median-frequency", key, compute, masks, "class weights")
+        return cached["weights"]

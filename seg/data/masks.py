@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from seg.data.cache import cached_json
+from seg.data.cache import Sources, cached_json
 from seg.data.layouts import Sample
 from seg.errors import ConfigError, DataError
 
@@ -370,13 +370,24 @@ class KMeansColours(MaskDecoder):
             return
         names = "\n".join(str(s.image.resolve()) for s in samples)
         key = [names, self.num_classes, self.seed, self.max_images, self.pixels_per_image]
-        self.set_palette(cached_json(cache_dir, "kmeans", key, lambda: self._fit(samples, read))["centres"])
-
-    def _fit(self, samples: Sequence[Sample], read: Callable[[Sample], np.ndarray]) -> dict[str, Any]:
         rng = np.random.default_rng(self.seed)
-        picked = rng.permutation(len(samples))[: self.max_images]
+        picked = sorted(rng.permutation(len(samples))[: self.max_images])
+        # The masks sampled are what the clusters depend on: a change to one of them refits.
+        masks = Sources([samples[i].mask or samples[i].image for i in picked], "training masks")
+        fitted = cached_json(
+            cache_dir, "kmeans", key, lambda: self._fit(samples, read, picked, rng), masks, "colour clusters"
+        )
+        self.set_palette(fitted["centres"])
+
+    def _fit(
+        self,
+        samples: Sequence[Sample],
+        read: Callable[[Sample], np.ndarray],
+        picked: Sequence[int],
+        rng: np.random.Generator,
+    ) -> dict[str, Any]:
         pixels = []
-        for i in sorted(picked):
+        for i in picked:
             raw = read(samples[i]).reshape(-1, 3)
             pixels.append(raw[rng.integers(len(raw), size=self.pixels_per_image)])
         log.info("Fitting %d colour clusters on %d training masks", self.num_classes, len(picked))
