@@ -11,10 +11,11 @@ A run directory (Hydra's ``runtime.output_dir``; ``paths.output_dir`` in the con
     model.pt                the best weights as TorchScript
     metrics.json            status, best and final validation values, test values, paths
     classes.json            class names, colours, ignore index, input channels (``ClassInfo``)
+    README.md               the model card: a view of the files here (seg.reports.model_card)
     images/                 training curves and the latest validation pictures
     tensorboard/            TensorBoard events (``logger=tensorboard``; the logger config names it)
-    eval/<split>/           ``seg.evaluate`` reports
-    export/                 ``seg.export`` output
+    eval/<split>/           ``seg.evaluate`` reports (``EvalDir``)
+    export/                 ``seg.export`` output, and exports.json: what it wrote, checked
     <task>.log              Hydra's log of the command (train.log)
 
 A sweep directory holds one run directory per job and ``summary.csv`` / ``summary.md``; a
@@ -43,6 +44,9 @@ if TYPE_CHECKING:
 MODEL_FILE = "model.pt"
 METRICS_FILE = "metrics.json"
 CLASSES_FILE = "classes.json"
+MODEL_CARD_FILE = "README.md"
+#: In an export folder: what each format's file is and how well it agrees with the fp32 model.
+EXPORTS_FILE = "exports.json"
 LAST_CHECKPOINT = "last.ckpt"
 #: The config key that says where checkpoints go; every other checkpoint path follows from it.
 CHECKPOINT_DIR_KEY = "callbacks.model_checkpoint.dirpath"
@@ -103,6 +107,11 @@ class RunDir:
         return self.path / "config_tree.txt"
 
     @property
+    def hydra_settings(self) -> Path:
+        """Hydra's own settings of the run (``runtime.choices``: the option of every group)."""
+        return self.path / ".hydra" / "hydra.yaml"
+
+    @property
     def run_info(self) -> Path:
         return self.path / "run_info.json"
 
@@ -132,15 +141,40 @@ class RunDir:
         return self.path / CLASSES_FILE
 
     @property
+    def model_card(self) -> Path:
+        return self.path / MODEL_CARD_FILE
+
+    @property
     def images(self) -> Path:
         return self.path / "images"
+
+    @property
+    def curves(self) -> Path:
+        return self.images / "curves.png"
+
+    @property
+    def val_predictions(self) -> Path:
+        return self.images / "val_predictions.png"
+
+    @property
+    def val_confusion_matrix(self) -> Path:
+        return self.images / "val_confusion_matrix.png"
 
     @property
     def export_dir(self) -> Path:
         return self.path / "export"
 
+    @property
+    def exports(self) -> Path:
+        """What ``seg.export`` wrote into :attr:`export_dir`, and how well each agrees with fp32."""
+        return self.export_dir / EXPORTS_FILE
+
+    @property
+    def eval_root(self) -> Path:
+        return self.path / "eval"
+
     def eval_dir(self, split: str) -> Path:
-        return self.path / "eval" / split
+        return self.eval_root / split
 
     def read_metrics(self) -> dict[str, Any] | None:
         """The content of ``metrics.json``, or None when the run has not written one."""
@@ -188,6 +222,29 @@ def _checkpoint_dir(cfg: DictConfig | None, run_dir: Path) -> Path:
     except Exception:  # an interpolation that needs Hydra: the default layout
         return default
     return Path(dirpath) if dirpath else default
+
+
+@dataclass(frozen=True)
+class EvalDir:
+    """The files of one ``seg.evaluate`` report (a run's ``eval/<split>/``, or a folder of its own)."""
+
+    path: Path
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / METRICS_FILE
+
+    @property
+    def report(self) -> Path:
+        return self.path / "metrics.md"
+
+    @property
+    def confusion_matrix(self) -> Path:
+        return self.path / "confusion_matrix.png"
+
+    @property
+    def samples(self) -> Path:
+        return self.path / "samples"
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,9 @@ def test_graceful_stop_saves_everything_and_resumes_mid_epoch(
     assert checkpoint["global_step"] >= 16
     assert (run_dir / "model.pt").is_file()
     assert metrics_of(run_dir)["status"] == f"stopped by {sig.name}"
+    card = (run_dir / "README.md").read_text()  # the model card says why, and what it has
+    assert f"Training did not finish (stopped by {sig.name})" in card
+    assert "### val: Dice" in card
 
     result = run_cli(["seg.train", f"resume={run_dir}"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]

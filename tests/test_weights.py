@@ -354,6 +354,10 @@ def test_a_run_from_the_package_records_it_and_exports_a_model_that_loads_withou
         "Apache-2.0",
     )
     assert pretrained["sha256"] in KNOWN_FILES and pretrained["mean"] == list(TFLITE_MEAN)
+    card = (out / "README.md").read_text()  # the model card names the weights, their licence and hash
+    assert "\nlicense: apache-2.0\n" in card.split("---")[1]
+    assert f"- **sha256:** `{pretrained['sha256']}`" in card and "- **licence:** Apache-2.0" in card
+    assert f"- **package:** {LITE0} 0.1.0" in card
     module = SegmentationModule.load_from_checkpoint(metrics["paths"]["best_checkpoint"], map_location="cpu")
     inputs = [torch.rand(1, 3, 64, 64), torch.rand(2, 3, 50, 70)]
     assert_torchscript_alone_matches(Path(metrics["paths"]["torchscript"]), module.net, inputs, tmp_path)

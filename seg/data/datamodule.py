@@ -18,7 +18,7 @@ from seg.data.masks import MaskDecoder
 from seg.data.reading import image_size, read_sample
 from seg.data.sampling import ResumableLoader, SeededSampler, SizeGroupedBatches, init_worker
 from seg.data.splits import ValidationSplit
-from seg.data.stats import median_frequency_from_masks
+from seg.data.stats import class_histogram, median_frequency_from_masks
 from seg.data.synthetic import SyntheticScenes
 from seg.data.transforms import Pipeline
 from seg.errors import DataError
@@ -253,6 +253,14 @@ class SegmentationDataModule(pl.LightningDataModule):
         return self._loader("test", train=False)
 
     # ----------------------------------------------------------------------------- statistics
+    def class_pixels(self, split: str) -> dict[str, Any]:
+        """Decoded pixels of each class in ``split`` (``pixels``, in class order) and the ignored
+        ones (``ignored``): what the model card shows of the training data."""
+        dataset = self._dataset(split)
+        masks = (dataset.read(i)[1] for i in range(len(dataset)))
+        pixels, _, ignored = class_histogram(masks, self.num_classes, self.ignore_index)
+        return {"split": split, "pixels": [int(p) for p in pixels], "ignored": int(ignored)}
+
     def median_frequency_weights(self) -> list[float]:
         """SegNet-style class weights from the training masks, computed once and cached (again
         when a training mask changes: see ``seg.data.cache``)."""

@@ -23,8 +23,9 @@ from seg.inference.predictor import Predictor, load_model
 from seg.inference.tta import from_config
 from seg.metrics import build_metrics, metric_key, summarize
 from seg.reports import tables
+from seg.reports.model_card import write_model_card
 from seg.reports.pictures import confusion_matrix_figure, sample_panel_figure, save_figure
-from seg.rundir import METRICS_FILE, ClassInfo, RunDir
+from seg.rundir import ClassInfo, EvalDir, RunDir
 
 log = logging.getLogger(__name__)
 
@@ -188,9 +189,10 @@ def evaluate(cfg: DictConfig, default_output: Path, data_root: str | None = None
         "class_names": info.class_names,
         "ignore_index": datamodule.ignore_index,
     }
-    write_json(output / METRICS_FILE, report)
+    files = EvalDir(output)
+    write_json(files.metrics, report)
     table = markdown_table(rows, means)
-    with atomic_path(output / "metrics.md") as tmp:
+    with atomic_path(files.report) as tmp:
         heading = f"# {split} split of {datamodule.root} ({len(dataset)} images)"
         if report["validation"] is not None:
             heading += f"\n\nValidation frames: {report['validation']['description']}"
@@ -199,13 +201,16 @@ def evaluate(cfg: DictConfig, default_output: Path, data_root: str | None = None
             f"test-time augmentation: {predictor.tta}\n\n{table}"
         )
     title = f"{split}: {len(dataset)} images"
-    save_figure(confusion_matrix_figure(confmat, info.class_names, title), output / "confusion_matrix.png")
+    save_figure(confusion_matrix_figure(confmat, info.class_names, title), files.confusion_matrix)
     for index, image, target, prediction in samples:
         name = Path(dataset.samples[index].image).stem
         figure = sample_panel_figure(
             image, target, prediction, info.palette, info.class_names, datamodule.ignore_index, name
         )
-        save_figure(figure, output / "samples" / f"{name}.png")
+        save_figure(figure, files.samples / f"{name}.png")
     print(table, flush=True)
-    print(f"Report: {output}/ ({METRICS_FILE}, metrics.md, confusion_matrix.png, samples/)", flush=True)
+    shown = ", ".join(p.name for p in (files.metrics, files.report, files.confusion_matrix))
+    print(f"Report: {output}/ ({shown}, {files.samples.name}/)", flush=True)
+    if run_dir is not None and output == run_dir.eval_dir(split):
+        print(f"Model card: {write_model_card(run_dir)} (with these {split} results)", flush=True)
     return report

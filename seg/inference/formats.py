@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import json
 import logging
 import os
 import tempfile
@@ -19,16 +20,18 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from seg.artifacts import atomic_path
+from seg.artifacts import atomic_path, write_json
 from seg.errors import SegError, install_hint
 from seg.inference.evaluation import build_datamodule, run_data_config
 from seg.inference.predictor import SIZE_DIVISOR_KEY, load_model
 from seg.inference.quantize import Calibration, Int8Settings, calibration_frames, quantize_onnx
-from seg.rundir import MODEL_FILE, RunDir
+from seg.reports.model_card import write_model_card
+from seg.rundir import EXPORTS_FILE, MODEL_FILE, RunDir
 
 log = logging.getLogger(__name__)
 
@@ -222,4 +225,37 @@ def export_run(
         datamodule = build_datamodule(run_data_config(run_dir, data_root), run_dir)
         calibration = Calibration(calibration_frames(datamodule, int8.calibration_images), int8)
     folder = Path(output) if output else run_dir.export_dir
-    return export(net, folder / chosen.file_name, fmt, calibration), info.write(folder)
+    model_file = export(net, folder / chosen.file_name, fmt, calibration)
+    classes_file = info.write(folder)
+    record_export(folder / EXPORTS_FILE, fmt, model_file, agreement_with_fp32(net, model_file))
+    if folder == run_dir.export_dir and run_dir.model_card.is_file():
+        write_model_card(run_dir)  # the card lists the files written here
+    return model_file, classes_file
+
+
+def agreement_with_fp32(net: nn.Module, path: Path) -> dict[str, Any]:
+    """How the exported ``path`` agrees with the fp32 eager ``net`` on a seeded random batch:
+    the largest logit difference and the share of pixels given the same class."""
+    divisor = int(getattr(net, "size_divisor", 16))
+    generator = torch.Generator().manual_seed(0)
+    example = torch.rand(
+        2, int(getattr(net, "in_channels", 3)), 4 * divisor, 6 * divisor, generator=generator
+    )
+    exported, _, _ = load_model(path)
+    with torch.no_grad():
+        reference = deployable(net)(example)
+        logits = torch.as_tensor(exported(example)).float()
+    return {
+        "file": path.name,
+        "bytes": path.stat().st_size,
+        "max_abs_diff": float((logits - reference).abs().max()),
+        "label_agreement": float((logits.argmax(1) == reference.argmax(1)).float().mean()),
+        "checked_on": f"a seeded random batch of shape {tuple(example.shape)} in [0, 1]",
+    }
+
+
+def record_export(manifest: Path, fmt: str, path: Path, check: dict[str, Any]) -> None:
+    """Add (or replace) ``fmt``'s entry in the export folder's manifest."""
+    entries = json.loads(manifest.read_text()) if manifest.is_file() else {}
+    entries[fmt] = check
+    write_json(manifest, entries)

@@ -127,18 +127,18 @@ class ValidationImages(pl.Callback):
             )
         epoch = trainer.current_epoch
         confmat = getattr(pl_module, "last_confmat", {}).get("val")
-        run_dir = RunDir.of_trainer(trainer).images
+        run_dir = RunDir.of_trainer(trainer)
         log_image(trainer.loggers, "val/predictions", grid, epoch)
         if confmat is not None and trainer.loggers:
             figure = confusion_matrix_figure(confmat, pl_module.class_names, f"Validation, epoch {epoch}")
             log_image(trainer.loggers, "val/confusion_matrix", figure_to_array(figure), epoch)
-        with atomic_path(run_dir / "val_predictions.png") as tmp:
+        with atomic_path(run_dir.val_predictions) as tmp:
             Image.fromarray(grid).save(tmp, format="PNG")
         if confmat is not None:
             title = f"Validation, epoch {epoch}"
             save_figure(
                 confusion_matrix_figure(confmat, pl_module.class_names, title),
-                run_dir / "val_confusion_matrix.png",
+                run_dir.val_confusion_matrix,
             )
 
 

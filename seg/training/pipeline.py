@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -24,6 +25,7 @@ from seg.hardware import tune_allocator
 from seg.inference.formats import write_torchscript
 from seg.models.weights import starting_weights
 from seg.module import SegmentationModule
+from seg.reports.model_card import write_model_card
 from seg.reports.pictures import curves_figure, save_figure
 from seg.reports.run_summary import log_run_summary, shown
 from seg.rundir import ClassInfo, RunDir
@@ -168,6 +170,7 @@ def _finish(
     """
     run_dir = RunDir.of_trainer(trainer, Path(cfg.paths.output_dir))
     pretrained = starting_weights(trainer.lightning_module.net)  # before testing swaps the module
+    network = network_summary(trainer.lightning_module.net)
     checkpoint = trainer.checkpoint_callback
     assert checkpoint is not None
     best_path = RunDir.ranked_best(checkpoint)  # the same on every rank
@@ -204,6 +207,8 @@ def _finish(
         "test": test_metrics or None,
         "validation": datamodule.validation_summary(),  # which frames the val numbers are on
         "pretrained": pretrained,  # None: random initialisation
+        "network": network,
+        "train_pixels": datamodule.class_pixels("train"),  # the model card's class shares
         "epochs": history.epochs,
         "train_seconds": round(seconds, 1),
         "resumed": bool(cfg.get("resume")),
@@ -226,15 +231,28 @@ def _finish(
     curves = None
     if history.epochs:
         keys = list(dict.fromkeys(["train/loss_epoch", "val/loss", "val/dice", "val/iou", monitor]))
-        curves = save_figure(curves_figure(history.epochs, keys), run_dir.images / "curves.png")
+        curves = save_figure(curves_figure(history.epochs, keys), run_dir.curves)
     if finished:
         seg_loggers.log_run_hparams(trainer, cfg, metrics)
     files = [model_path, run_dir.metrics, run_dir.classes, *sorted(run_dir.images.glob("*.png"))]
     seg_loggers.log_run_outputs(trainer.loggers, run_dir.path, metrics, info.class_names, curves, files)
     seg_loggers.finish(trainer.loggers, status)
+    write_model_card(run_dir)
     if finished:
         log_run_summary(metrics, run_dir)
     return metrics
+
+
+def network_summary(net: torch.nn.Module) -> dict[str, Any]:
+    """The network as the model card describes it: its class, parameter count and the input
+    normalisation ``model.pt`` applies itself."""
+    mean, std = getattr(net, "mean", None), getattr(net, "std", None)
+    return {
+        "class": f"{type(net).__module__}.{type(net).__qualname__}",
+        "parameters": sum(p.numel() for p in net.parameters()),
+        "mean": [round(float(v), 6) for v in mean.flatten()] if isinstance(mean, torch.Tensor) else None,
+        "std": [round(float(v), 6) for v in std.flatten()] if isinstance(std, torch.Tensor) else None,
+    }
 
 
 def _error_line(error: BaseException | None) -> str | None:

@@ -9,9 +9,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from seg.artifacts import write_json
+from seg.hardware import cpu_name
 from seg.rundir import RunDir
 
 
@@ -21,6 +23,7 @@ def write_run_info(cfg: DictConfig, run_dir: RunDir) -> None:
     OmegaConf.save(cfg, run_dir.resolved_config, resolve=True)
     packages = {}
     for name in (
+        "seg",
         "torch",
         "pytorch-lightning",
         "torchmetrics",
@@ -36,8 +39,19 @@ def write_run_info(cfg: DictConfig, run_dir: RunDir) -> None:
     write_json(
         run_dir.run_info,
         {"git": _git_state(), "packages": packages, "python": platform.python_version(),
-         "machine": platform.machine(), "command": " ".join(sys.argv)},
+         "machine": platform.machine(), "cpu": cpu_name(), "gpu": _gpu_name(cfg),
+         "command": " ".join(sys.argv)},
     )  # fmt: skip
+
+
+def _gpu_name(cfg: DictConfig) -> str | None:
+    """The CUDA GPU the run trains on (its name, times the devices), or None on the CPU."""
+    accelerator = str(OmegaConf.select(cfg, "trainer.accelerator", default="auto"))
+    if accelerator not in ("auto", "gpu", "cuda") or not torch.cuda.is_available():
+        return None
+    devices = OmegaConf.select(cfg, "trainer.devices", default=1)
+    count = devices if isinstance(devices, int) and devices > 0 else torch.cuda.device_count()
+    return f"{count} x {torch.cuda.get_device_name(0)}"
 
 
 def _git_state() -> dict[str, Any] | None:
