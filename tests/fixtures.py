@@ -192,3 +192,12 @@ class RecordWeights(pl.Callback):
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         torch.save({"steps": self.steps, "validated": self.validated, "after": self.after}, self.path)
+
+
+class DecodedMasks(pl.Callback):
+    """Keeps the training split's masks as the run's own data module decoded them (at fit start),
+    so format tests compare what training sees with the labels the files were made from."""
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        dataset = trainer.datamodule.datasets["train"]
+        self.masks = [dataset.read(i)[1] for i in range(len(dataset))]

@@ -6,10 +6,11 @@ import pytest
 import torch
 from conftest import compose_train
 
+from seg import hardware
 from seg.benchmark.variants import TRAINERS
 from seg.config import validate_train_config
 from seg.errors import ConfigError
-from seg.hardware import best_precision, cpu_has_native_bf16, resolve_device
+from seg.hardware import best_precision, resolve_device
 
 
 def test_default_config_is_valid(make_cfg: Any) -> None:
@@ -55,10 +56,26 @@ def test_an_optimizer_without_a_fused_step_runs_once_fused_is_removed() -> None:
     validate_train_config(cfg)
 
 
-def test_precision_follows_the_hardware() -> None:
-    expected = "bf16-mixed" if cpu_has_native_bf16() else "32-true"
-    assert best_precision("cpu") == expected
-    assert best_precision("gpu") in ("bf16-mixed", "16-mixed")
+@pytest.mark.parametrize(
+    ("flags", "cpu"),
+    [("fpu sse2 avx2 avx512f", "32-true"), ("fpu avx512f avx512_bf16", "bf16-mixed"),
+     ("fpu amx_tile amx_bf16", "bf16-mixed"), ("fpu avx512_bf16_x", "32-true")],
+)  # fmt: skip
+@pytest.mark.parametrize(("bf16_card", "gpu"), [(True, "bf16-mixed"), (False, "16-mixed")])
+def test_precision_follows_the_hardware(
+    flags: str, cpu: str, bf16_card: bool, gpu: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bf16 on a CPU only with AVX512-BF16 or AMX-BF16 in its flags (a flag that merely starts
+    the same is not one), else fp32; on a CUDA card bf16 where it has it, else fp16."""
+    monkeypatch.setattr(hardware, "cpuinfo", lambda: {"model name": "a CPU", "flags": flags})
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: bf16_card)
+    hardware.cpu_has_native_bf16.cache_clear()
+    try:
+        assert best_precision("cpu") == cpu
+        assert best_precision("gpu") == best_precision("auto") == gpu
+    finally:
+        hardware.cpu_has_native_bf16.cache_clear()
     with pytest.raises(ValueError, match="unknown accelerator"):
         best_precision("tpu")
 

@@ -182,26 +182,56 @@ def test_a_failed_model_export_leaves_the_old_model(tmp_path: Path, monkeypatch:
     assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
 
 
+#: Builds a small synthetic dataset in ``argv[1]``, holding its finished temporary folder until
+#: ``argv[2]`` processes have one (a file each in ``argv[3]``), so every build overlaps the others
+#: at the rename; a build whose rename loses the race leaves a mark there.
+OVERLAPPING_BUILD = """
+import os, sys, time
+from pathlib import Path
+from seg.data.synthetic import SyntheticScenes
+marks, rename = Path(sys.argv[3]), Path.rename
+
+def held_rename(self, target):
+    (marks / f"ready-{os.getpid()}").touch()
+    deadline = time.monotonic() + 60  # a build that died first must not hang the others
+    while len(list(marks.glob("ready-*"))) < int(sys.argv[2]) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    try:
+        return rename(self, target)
+    except OSError:
+        (marks / f"lost-{os.getpid()}").touch()
+        raise
+
+Path.rename = held_rename
+print(SyntheticScenes(num_train=12, num_val=2, num_test=0, image_size=32, max_shapes=5, noise=10.0,
+      seed=0, class_names=["background", "flat", "dots"]).build(sys.argv[1]))
+"""
+
+
 @pytest.mark.slow
 def test_two_processes_building_the_same_cache(tmp_path: Path) -> None:
-    code = (
-        "import sys; from seg.data.synthetic import SyntheticScenes; "
-        "print(SyntheticScenes(num_train=300, num_val=10, num_test=0, image_size=64, max_shapes=5, "
-        "noise=10.0, seed=0, class_names=['background', 'flat', 'dots']).build(sys.argv[1]))"
-    )
-    env = cli_environ()
+    """Two builds of one synthetic dataset, both finished and renaming at the same moment: one
+    rename wins, the other finds the dataset in place and uses it; both return the same folder,
+    and no temporary folder is left behind."""
+    cache, marks = tmp_path / "cache", tmp_path / "marks"
+    marks.mkdir()
     processes = [
         subprocess.Popen(
-            [sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True, env=env
+            [sys.executable, "-c", OVERLAPPING_BUILD, str(cache), "2", str(marks)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=cli_environ(),
         )
         for _ in range(2)
     ]
-    roots = {p.communicate()[0].strip() for p in processes}
-    assert all(p.returncode == 0 for p in processes)
-    (root,) = roots
-    assert [p.name for p in tmp_path.iterdir()] == [Path(root).name]  # no half-built leftovers
-    assert len(list((Path(root) / "train" / "images").iterdir())) == 300
-    assert len(list((Path(root) / "train" / "masks").iterdir())) == 300
+    outputs = [p.communicate(timeout=120) for p in processes]
+    assert all(p.returncode == 0 for p in processes), [err[-1500:] for _, err in outputs]
+    assert len(list(marks.glob("lost-*"))) == 1  # they did overlap: one rename lost
+    (root,) = {out.strip() for out, _ in outputs}
+    assert [p.name for p in cache.iterdir()] == [Path(root).name]  # no half-built leftovers
+    assert len(list((Path(root) / "train" / "images").iterdir())) == 12
+    assert len(list((Path(root) / "train" / "masks").iterdir())) == 12
 
 
 def test_without_the_requeue_signals_training_still_stops_cleanly(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from seg.hardware import resolve_device
 from seg.inference.evaluation import evaluate
 from seg.inference.formats import export_run
 from seg.inference.predictor import Predictor, load_model, resolve_precision
-from seg.training.pipeline import build_module
+from seg.training.pipeline import build_module, build_trainer
 
 CPU = torch.device("cpu")
 
@@ -151,9 +151,12 @@ def test_bf16_agrees_with_fp32_and_evaluate_stays_within_the_derived_bound(
 
 @needs_bf16
 def test_training_validation_under_bf16_mixed_computes_in_bf16(make_cfg: Any) -> None:
-    """Lightning's ``bf16-mixed`` wraps validation in autocast too: the network's convolutions
-    return bf16 during the validation steps of a fit."""
-    cfg = make_cfg("trainer.precision=bf16-mixed", "trainer.max_epochs=1")
+    """``trainer.precision=bf16-mixed`` reaches the trainer ``seg`` builds, and its validation runs
+    in autocast too: the network's convolutions return bf16 during the validation steps of a fit."""
+    cfg = make_cfg(
+        "trainer.precision=bf16-mixed", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=2", "trainer.num_sanity_val_steps=0", "logger=none",
+    )  # fmt: skip
     datamodule = instantiate(cfg.data)
     module = build_module(cfg, datamodule)
     seen: list[torch.dtype] = []
@@ -165,10 +168,6 @@ def test_training_validation_under_bf16_mixed_computes_in_bf16(make_cfg: Any) ->
         def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
             self.hook.remove()
 
-    trainer = pl.Trainer(
-        accelerator="cpu", precision="bf16-mixed", max_epochs=1, limit_train_batches=2, limit_val_batches=2,
-        num_sanity_val_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, callbacks=[Record()],
-    )  # fmt: skip
+    trainer = build_trainer(cfg, [Record()])  # as seg.train builds it, callbacks and all
     trainer.fit(module, datamodule=datamodule)
     assert seen and set(seen) == {torch.bfloat16}

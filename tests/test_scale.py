@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
 import yaml
-from conftest import TINY, compose_train, run_cli
+from conftest import REPO, TINY, compose_train, run_cli
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
@@ -100,10 +104,49 @@ def test_same_seed_same_numbers(tmp_path: Path, data_cache: Path) -> None:
 def test_run_dir_records_config_commit_and_versions(trained_run: dict) -> None:
     info = json.loads((trained_run["dir"] / "run_info.json").read_text())
     assert info["packages"]["torch"] and info["packages"]["pytorch-lightning"]
-    assert info["git"] is None or len(info["git"]["commit"]) == 40
+    if (REPO / ".git").exists():  # a source checkout: the commit it ran from, one git knows
+        commit = info["git"]["commit"]
+        assert len(commit) == 40 and isinstance(info["git"]["dirty"], bool)
+        known = subprocess.run(["git", "-C", str(REPO), "cat-file", "-e", f"{commit}^{{commit}}"])
+        assert known.returncode == 0
     resolved = yaml.safe_load((trained_run["dir"] / "config_resolved.yaml").read_text())
     assert resolved["model"]["optimizer"]["lr"] == pytest.approx(3e-3)
     assert "${" not in (trained_run["dir"] / "config_resolved.yaml").read_text()
+
+
+def test_git_state_names_the_commit_and_whether_tracked_files_changed(tmp_path: Path) -> None:
+    """In a checkout of its own (a copy of provenance.py in a fresh repository): the HEAD commit,
+    clean after the commit, still clean with an untracked file, dirty once a tracked file changes;
+    and no record at all outside a checkout."""
+    repo = tmp_path / "repo"
+    (repo / "seg" / "training").mkdir(parents=True)
+    (repo / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    shutil.copy(REPO / "seg" / "training" / "provenance.py", repo / "seg" / "training" / "provenance.py")
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True
+        ).stdout
+
+    def state() -> dict | None:
+        spec = importlib.util.spec_from_file_location(
+            "copied_provenance", repo / "seg/training/provenance.py"
+        )
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module._git_state()
+
+    assert state() is None  # not a repository yet
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "first")
+    head = git("rev-parse", "HEAD").strip()
+    assert state() == {"commit": head, "dirty": False}
+    (repo / "notes.txt").write_text("untracked")
+    assert state() == {"commit": head, "dirty": False}
+    with (repo / "pyproject.toml").open("a") as file:
+        file.write("# edited\n")
+    assert state() == {"commit": head, "dirty": True}
 
 
 @pytest.mark.slow
@@ -178,7 +221,16 @@ def test_missing_data_for_the_original_recipe_is_one_line(tmp_path: Path) -> Non
     assert "error: data.root data/cityscapes_pairs does not exist" in result.stderr
 
 
-def test_parallel_jobs_share_the_cores() -> None:
-    threads, workers = share_cores(parallel_jobs=2, num_workers=2)
-    assert threads >= 1 and 0 <= workers <= max(0, threads - 1)
-    assert share_cores(parallel_jobs=1, num_workers=0)[1] == 0
+def test_parallel_jobs_share_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On 16 usable cores: two jobs get 8 threads each and keep their 4 workers (at most 7, one
+    core left for the step); three get 5 (16 // 3) and 4 workers; four jobs asking for 8 workers
+    get 4 threads and 3; 0 (as many jobs as cores) or more jobs than cores get one thread and no
+    workers."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert share_cores(parallel_jobs=2, num_workers=4) == (8, 4)
+    assert share_cores(parallel_jobs=3, num_workers=4) == (5, 4)
+    assert share_cores(parallel_jobs=4, num_workers=8) == (4, 3)
+    assert share_cores(parallel_jobs=1, num_workers=0) == (16, 0)
+    assert share_cores(parallel_jobs=0, num_workers=2) == (1, 0)
+    assert share_cores(parallel_jobs=40, num_workers=2) == (1, 0)
