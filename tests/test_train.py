@@ -80,17 +80,25 @@ def test_tensorboard_has_per_class_dice(trained_run: dict[str, Any]) -> None:
 
 
 def test_checkpoint_alone_rebuilds_the_module(trained_run: dict[str, Any]) -> None:
+    """The best checkpoint, loaded without the run's config, scores on the validation split what
+    the run recorded for its best epoch (the run validated under the CPU trainer's precision, this
+    in fp32: hence 0.01), and far above the same network untrained."""
     best = Path(trained_run["metrics"]["paths"]["best_checkpoint"])
     module = SegmentationModule.load_from_checkpoint(best, map_location="cpu")
     assert module.class_names == list(CLASS_NAMES)
     assert module.hparams.optimizer["lr"] == pytest.approx(3e-3)
-    module.eval()
-    images, masks = _val_batches(trained_run)[0]
-    with torch.no_grad():
-        preds = module(images).argmax(1)
-    metrics = build_metrics(len(CLASS_NAMES))
-    metrics.update(preds, masks)
-    assert summarize(metrics.compute(), CLASS_NAMES, "val")["val/pixel_accuracy"] > 0.5
+
+    def val_dice(net: torch.nn.Module) -> float:
+        metrics = build_metrics(len(CLASS_NAMES))
+        with torch.no_grad():
+            for images, masks in _val_batches(trained_run):
+                metrics.update(net(images).argmax(1), masks)
+        return summarize(metrics.compute(), CLASS_NAMES, "val")["val/dice"]
+
+    recorded = trained_run["metrics"]["best"]["val/dice"]
+    assert val_dice(module.eval()) == pytest.approx(recorded, abs=0.01)
+    untrained = SegmentationModule(**module.hparams).eval()
+    assert val_dice(untrained) < recorded - 0.1
 
 
 #: What a model.pt must load without: seg, the model libraries it may wrap, and the weights
@@ -135,12 +143,20 @@ def test_torchscript_alone_matches_the_checkpoint(trained_run: dict[str, Any], t
 
 
 @pytest.mark.slow
-def test_runs_without_a_logger_and_with_a_scheduler(make_cfg: Any) -> None:
+def test_runs_without_a_logger_and_with_a_scheduler(make_cfg: Any, tmp_path: Path) -> None:
+    """``scheduler=cosine`` decays the rate once per epoch along a cosine to zero over
+    ``trainer.max_epochs``: 3e-3 in epoch 0, 3e-3 (1 + cos(pi/3)) / 2 = 2.25e-3 in epoch 1,
+    3e-3 (1 + cos(2 pi/3)) / 2 = 0.75e-3 in epoch 2; and no logger means no TensorBoard folder."""
+    from fixtures import RecordLearningRate
+
     from seg.training.pipeline import train
 
-    cfg = make_cfg("logger=none", "scheduler=cosine", "trainer.max_epochs=1", "test_after_training=false")
-    metrics = train(cfg)
+    cfg = make_cfg("logger=none", "scheduler=cosine", "trainer.max_epochs=3", "test_after_training=false",
+                   "data.generator.num_train=16")  # fmt: skip
+    metrics = train(cfg, callbacks=[RecordLearningRate(str(tmp_path / "lr"))])
     run_dir = Path(cfg.paths.output_dir)
     assert (run_dir / "model.pt").is_file()
     assert not (run_dir / "tensorboard").exists()
     assert metrics["paths"]["tensorboard"] is None and metrics["test"] is None
+    rates = [float(line.split()[1]) for line in (tmp_path / "lr.rank0").read_text().splitlines()]
+    assert rates == pytest.approx([3e-3] * 2 + [2.25e-3] * 2 + [0.75e-3] * 2, rel=1e-6)
