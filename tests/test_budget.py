@@ -8,10 +8,12 @@ import math
 import signal
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from conftest import TINY, WITH_FIXTURES, compose_train, run_cli, start_cli, wait_for_checkpoint
+from fixtures import RecordLearningRate
 from hydra.utils import instantiate
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -173,3 +175,92 @@ def test_ddp_ranks_share_rank_0_clock(tmp_path: Path, data_cache: Path) -> None:
     assert len(ranks[0]) > 20
     assert ranks[0] == ranks[1]
     assert float(ranks[0][-1].split()[1]) <= 0.02 * LR
+
+
+class _Clock:
+    """A clock the test sets by hand: the budget's seconds, whatever the machine's speed."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _trainer(**fields: object) -> SimpleNamespace:
+    """What TrainingBudget reads of a trainer: a 1000-step budget, 10 validation batches (2 in the
+    sanity check), a test split twice the size of validation, one process."""
+    datamodule = SimpleNamespace(has_split=lambda split: True, split_sizes=lambda: {"val": 10, "test": 20})
+    base = {"estimated_stepping_batches": 1000, "lr_scheduler_configs": [], "world_size": 1,
+            "datamodule": datamodule, "num_val_batches": [10], "num_sanity_val_batches": [2],
+            "sanity_checking": True, "global_step": 0, "should_stop": False,
+            "check_val_every_n_epoch": 5}  # fmt: skip
+    return SimpleNamespace(**{**base, **fields})
+
+
+def test_budget_clock_reserves_the_final_evaluation_and_stops_in_time() -> None:
+    """A 100 s budget on an injected clock. The run began at 0; a 2-batch sanity check from 1 s to
+    3 s stands for the whole 10-batch validation: 2 s x 10 / 2 = 10 s. The reserve is that once
+    more for the final validation, twice more for the test split (20 frames against 10), plus the
+    export's 2 s + 1% of 100 s: 10 x 3 + 3 = 33 s. At 3 s: 100 - 33 - 3 = 64 s left, progress
+    3 / 67 of the training time. A real validation of 4 s (not scaled) makes the reserve 15 s;
+    at 90 s none is left: progress 1, and training stops with a final validation due."""
+    clock, trainer = _Clock(), _trainer()
+    budget = TrainingBudget(max_time="00:00:01:40", test_after_training=True, clock=clock)
+    budget.start = 0.0
+    clock.now = 1.0
+    budget.on_validation_start(trainer, None)  # the sanity check
+    clock.now = 3.0
+    trainer.sanity_checking = False
+    budget.on_train_start(trainer, None)
+    budget.on_train_batch_start(trainer)
+    assert budget.validation_seconds == pytest.approx(10.0)
+    assert budget.reserve() == pytest.approx(33.0)
+    assert budget.elapsed() == pytest.approx(3.0)
+    assert budget.time_left() == pytest.approx(64.0)
+    assert budget.progress(0) == pytest.approx(3 / 67)
+    assert budget.progress(500) == pytest.approx(0.5)  # the step budget, when it is ahead
+    budget.on_train_batch_end(trainer)
+    assert not trainer.should_stop
+
+    clock.now = 50.0
+    budget.on_validation_start(trainer, None)
+    clock.now = 54.0
+    budget.on_train_batch_start(trainer)
+    assert budget.validation_seconds == pytest.approx(4.0)
+    assert budget.reserve() == pytest.approx(4.0 * 3 + 3.0)
+    assert budget.time_left() == pytest.approx(100 - 15 - 54)
+    clock.now = 90.0
+    budget.on_train_batch_start(trainer)
+    assert budget.time_left() == 0.0 and budget.progress(600) == 1.0
+    trainer.global_step = 600
+    budget.on_train_batch_end(trainer)
+    assert trainer.should_stop and trainer.check_val_every_n_epoch == 1
+    # the clock carries over a resume: the new run goes on from what was used
+    resumed = TrainingBudget(max_time="00:00:01:40", clock=clock)
+    resumed.load_state_dict(budget.state_dict())
+    assert resumed.elapsed_before == pytest.approx(90.0) and resumed.validation_seconds == pytest.approx(4.0)
+
+
+def test_without_a_time_budget_the_clock_reserves_nothing() -> None:
+    budget = TrainingBudget(max_time=None, clock=_Clock())
+    budget.on_train_start(_trainer(sanity_checking=False), None)
+    assert budget.reserve() == 0.0 and budget.time_left() is None
+    assert budget.progress(250) == pytest.approx(0.25)
+
+
+@pytest.mark.slow
+def test_budget_schedule_without_max_time_anneals_over_the_steps(tmp_path: Path, data_cache: Path) -> None:
+    """``scheduler=budget`` with no ``trainer.max_time``, end to end: progress is the step budget
+    of 2 epochs x 2 steps, so the linear rate is 3e-3 (1 - s / 4) at step s, and the run ends
+    after its epochs, finished."""
+    cfg = compose_train(
+        [*BUDGETED, "trainer.max_epochs=2", "data.generator.num_train=16", "test_after_training=false",
+         f"paths.data_dir={data_cache}", f"paths.output_dir={tmp_path / 'run'}"]
+    )  # fmt: skip
+    assert cfg.trainer.max_time is None
+    metrics = train(cfg, callbacks=[RecordLearningRate(str(tmp_path / "lr"))])
+    assert metrics["status"] == "finished" and metrics["final"]["step"] == 4
+    rates = [line.split() for line in (tmp_path / "lr.rank0").read_text().splitlines()]
+    assert [int(s) for s, _ in rates] == list(range(4))
+    assert [float(lr) for _, lr in rates] == pytest.approx([LR * (1 - s / 4) for s in range(4)])
