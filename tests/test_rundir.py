@@ -6,12 +6,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 from conftest import compose_train
 from omegaconf import OmegaConf
 
 from seg.artifacts import write_json
 from seg.errors import SegError
-from seg.rundir import RunDir
+from seg.rundir import RunDir, SweepDir
 
 
 def _saved_run(path: Path, *overrides: str) -> RunDir:
@@ -51,3 +52,50 @@ def test_model_is_the_torchscript_file_or_a_one_line_error(tmp_path: Path) -> No
         run.model()
     run.model_file.write_bytes(b"")
     assert run.model() == tmp_path / "model.pt"
+
+
+def test_checkpoint_folder_falls_back_to_the_default_layout(tmp_path: Path) -> None:
+    """Without a saved config, with a dirpath only Hydra can resolve, or with none set, the
+    checkpoints are in ``<run>/checkpoints``; a run started from Python (only
+    ``config_resolved.yaml``) and a config without ``paths`` keep the dirpath they name."""
+    assert RunDir.of(tmp_path / "bare").checkpoints == tmp_path / "bare" / "checkpoints"
+    hydra_only = _saved_run(
+        tmp_path / "h", "callbacks.model_checkpoint.dirpath=${hydra:runtime.output_dir}/c"
+    )
+    assert hydra_only.checkpoints == tmp_path / "h" / "checkpoints"
+    unset = _saved_run(tmp_path / "n", "callbacks.model_checkpoint.dirpath=null")
+    assert unset.checkpoints == tmp_path / "n" / "checkpoints"
+    resolved = tmp_path / "py"
+    resolved.mkdir()
+    named = {"callbacks": {"model_checkpoint": {"dirpath": str(tmp_path / "elsewhere")}}}
+    OmegaConf.save(OmegaConf.create(named), resolved / "config_resolved.yaml")
+    assert RunDir.of(resolved).checkpoints == tmp_path / "elsewhere"
+
+
+def test_sweep_jobs_come_in_job_order_past_nine(tmp_path: Path) -> None:
+    """Twelve jobs are 0, 1, ..., 11 (not 0, 1, 10, 11, 2, ...); named folders follow, by name;
+    a folder that is no job (no Hydra overrides) is left out."""
+    names = [str(i) for i in (11, 3, 0, 10, 1, 2, 9, 4, 5, 8, 6, 7)] + ["b-extra", "a-extra"]
+    for name in names:
+        (tmp_path / name / ".hydra").mkdir(parents=True)
+        (tmp_path / name / ".hydra" / "overrides.yaml").write_text("[]\n")
+    (tmp_path / "12").mkdir()  # not a job
+    jobs = SweepDir(tmp_path).jobs()
+    assert [job.path.name for job in jobs] == [str(i) for i in range(12)] + ["a-extra", "b-extra"]
+    assert all(job.checkpoints == job.path / "checkpoints" for job in jobs)
+
+
+def test_of_trainer_takes_the_checkpoint_callbacks_folder(tmp_path: Path) -> None:
+    """The running trainer's run: its ``default_root_dir`` (or the path given) and wherever its
+    checkpoint callback writes; a trainer without one, or before Lightning set its folder, is an
+    error rather than a guess."""
+    callback = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpts")
+    trainer = pl.Trainer(default_root_dir=tmp_path / "run", callbacks=[callback], logger=False)
+    assert RunDir.of_trainer(trainer) == RunDir(tmp_path / "run", tmp_path / "ckpts")
+    assert RunDir.of_trainer(trainer, tmp_path / "other").path == tmp_path / "other"
+    for unset in (
+        pl.Trainer(default_root_dir=tmp_path, logger=False, enable_checkpointing=False),
+        pl.Trainer(default_root_dir=tmp_path, logger=False, callbacks=[pl.callbacks.ModelCheckpoint()]),
+    ):
+        with pytest.raises(RuntimeError, match="no ModelCheckpoint callback with a dirpath"):
+            RunDir.of_trainer(unset)
