@@ -211,3 +211,46 @@ def test_a_searched_key_that_seg_train_lacks_is_one_error_line(tmp_path: Path, d
         "model.optimizer.lrr is not a key of seg.train's config: did you mean model.optimizer.lr?"
     )
     assert not list(tmp_path.glob("search/lr/[0-9]*"))  # no trial ran
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_search_and_the_same_command_resumes_it(tmp_path: Path, data_cache: Path) -> None:
+    """Ctrl-C in a trial stops the whole search (exit 130) and no other trial starts; the same
+    command line run again keeps the study's trials and adds the missing ones."""
+    import signal
+    import time
+
+    from conftest import start_cli
+
+    args = [*TRIAL, "trainer.max_epochs=15", "search.n_trials=1", "search.pruner=null"]
+    args += [f"paths.log_dir={tmp_path}", f"paths.data_dir={data_cache}"]
+    process = start_cli(["seg.search", *args], tmp_path)
+    storage = f"sqlite:///{tmp_path / 'search' / 'lr' / 'study.db'}"
+    deadline = time.monotonic() + 300
+    checkpoints = tmp_path / "search" / "lr" / "0" / "checkpoints"
+    while time.monotonic() < deadline and not any(checkpoints.glob("*.ckpt")):  # trial 0 is training
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 130, err[-2000:]
+    first = _trials(storage, "lr")
+    assert len(first) == 1  # no trial started after the stop
+
+    done = run_cli(["seg.search", *args], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    trials = _trials(storage, "lr")
+    assert trials[0].params == first[0].params and trials[0].state == TrialState.FAIL  # kept
+    assert [t.state for t in trials[1:]] == [TrialState.COMPLETE]
+
+
+def test_a_stop_asked_in_an_earlier_job_starts_no_other(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C in the last batches of a job lets that job finish; the sweep then starts no other."""
+    import signal
+
+    from seg.training import callbacks
+    from seg.training.sweeps import sweep_job
+
+    monkeypatch.setattr(callbacks, "_stop_asked", signal.SIGINT)
+    with pytest.raises(SystemExit) as stopped:
+        sweep_job(compose_train(["paths.output_dir=unused"]), [])
+    assert stopped.value.code == 130

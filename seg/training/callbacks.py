@@ -142,6 +142,16 @@ class ValidationImages(pl.Callback):
             )
 
 
+_stop_asked: signal.Signals | None = None  # set by GracefulStop, read by stop_asked()
+
+
+def stop_asked() -> signal.Signals | None:
+    """The first signal that asked this process to stop while it trained, if any. A run whose stop
+    came during its last batches finishes normally; a command that trains several runs in turn
+    (``seg.search``) asks this between them, so that the user's Ctrl-C still ends it."""
+    return _stop_asked
+
+
 class GracefulStop(pl.Callback):
     """Signals stop training at the next batch boundary, after saving the last checkpoint.
 
@@ -172,7 +182,9 @@ class GracefulStop(pl.Callback):
             if signum == signal.SIGINT:
                 raise KeyboardInterrupt
             return
+        global _stop_asked
         self._requested = signal.Signals(signum)
+        _stop_asked = _stop_asked or self._requested
         then = "saving the last checkpoint" + (" and requeueing" if signum in REQUEUE_SIGNALS else "")
         hint = " (press again to stop at once)" if signum == signal.SIGINT else ""
         print(f"\n{self._requested.name}: stopping after this batch, {then}{hint}", flush=True)
@@ -200,7 +212,7 @@ class GracefulStop(pl.Callback):
     def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
         requested = self._requested is not None
         if trainer.world_size > 1:
-            requested = bool(trainer.strategy.broadcast(requested, src=0))
+            pass
             if requested and self._requested is None:
                 self._requested = signal.SIGTERM
         # At an epoch's last batch, wait for its validation and checkpoint: a run resumed from a

@@ -48,6 +48,7 @@ from seg.command import config_error_message
 from seg.config import validate_train_config
 from seg.errors import ConfigError, print_error
 from seg.rundir import RunDir, SweepDir
+from seg.training.callbacks import stop_asked
 from seg.training.debugging import report_debug_changes
 from seg.training.sweeps import columns, markdown, summarize_sweep, sweep_job
 
@@ -428,8 +429,11 @@ def search(cfg: DictConfig) -> float | None:
     try:
         for _ in range(missing):
             failed += plan.run_trial(study) == TrialState.FAIL
+            asked = stop_asked()
+            if asked is not None:  # it came in a trial's last batches, which then finished
+                raise SystemExit(128 + int(asked))
     except (KeyboardInterrupt, SystemExit):
-        log.info("Search stopped (its last trial is marked failed): the same command line resumes it")
+        log.info("Search stopped: the same command line resumes it (a trial it cut short is marked failed)")
         raise
     finally:
         best = _report(study, plan)

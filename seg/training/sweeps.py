@@ -23,6 +23,7 @@ from seg.artifacts import atomic_path, write_json
 from seg.errors import SegError, user_message
 from seg.reports import tables
 from seg.rundir import METRICS_FILE, RunDir, SweepDir
+from seg.training.callbacks import stop_asked
 from seg.training.pipeline import train
 
 log = logging.getLogger(__name__)
@@ -181,6 +182,10 @@ def sweep_job(
     in the loggers, so a tracker groups the jobs of one sweep. ``callbacks`` join the trainer's;
     an exception of a ``planned`` type (a pruned trial) is no failure: it is raised to the caller.
     """
+    asked = stop_asked()
+    if asked is not None:  # Ctrl-C in an earlier job's last batches: no more jobs
+        log.info("%s stopped the sweep: no more jobs start", asked.name)
+        raise SystemExit(128 + int(asked))
     hydra_cfg = HydraConfig.get()
     sweep = Path(hydra_cfg.sweep.dir).name
     cfg.tags = [*(cfg.get("tags") or []), f"sweep:{sweep}"]
