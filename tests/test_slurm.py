@@ -3,6 +3,7 @@ the same run dir, ``resume=auto``, and submitit's timeout signal and resubmissio
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import stat
@@ -144,3 +145,129 @@ def test_submitit_timeout_signal_resubmits_the_sweep_job_which_resumes(
     assert metrics["status"] == "finished" and metrics["resumed"]
     assert [p.name for p in sweep.iterdir() if p.name.isdigit()] == ["0"]
     assert metrics["final"]["val/dice"] == pytest.approx(uninterrupted["final"]["val/dice"], abs=1e-6)
+
+
+# ----------------------------------------------------------------------------- edge cases, no training
+def _fake_scontrol(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: str) -> Path:
+    """Put an ``scontrol`` running ``script`` first on PATH; the log of its calls is returned."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    scontrol = bin_dir / "scontrol"
+    scontrol.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "scontrol.log"}\n{script}\n')
+    scontrol.chmod(scontrol.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return tmp_path / "scontrol.log"
+
+
+@pytest.fixture
+def no_slurm(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No SLURM or submitit variables in the environment; the stop state of this process kept."""
+    import seg.training.callbacks as callbacks
+
+    for name in list(os.environ):
+        if name.startswith(("SLURM_", "SUBMITIT_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setattr(callbacks, "_stop_asked", None, raising=False)
+    return monkeypatch
+
+
+def test_requeue_names_array_tasks_and_reports_a_failing_scontrol(
+    tmp_path: Path, no_slurm: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Array task 3 of job 100 is requeued as ``100_3``; an scontrol that refuses, or none on
+    PATH, is a warning and ``False``, not a crash."""
+    from seg.training import cluster
+
+    log = _fake_scontrol(tmp_path, no_slurm, "exit 0")
+    no_slurm.setenv("SLURM_JOB_ID", "101")
+    no_slurm.setenv("SLURM_JOB_NAME", "seg-train")
+    no_slurm.setenv("SLURM_ARRAY_JOB_ID", "100")
+    no_slurm.setenv("SLURM_ARRAY_TASK_ID", "3")
+    assert cluster.job_id() == "100_3" and cluster.requeueable_job()
+    assert cluster.requeue()
+    assert log.read_text().splitlines() == ["requeue 100_3"]
+
+    _fake_scontrol(tmp_path, no_slurm, 'echo "Job has already finished" >&2; exit 1')
+    with caplog.at_level(logging.WARNING, logger="seg.training.cluster"):
+        assert not cluster.requeue()
+    assert "scontrol requeue 100_3 failed: Job has already finished" in caplog.text
+    no_slurm.setenv("PATH", str(tmp_path / "nowhere"))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="seg.training.cluster"):
+        assert not cluster.requeue()
+    assert "could not requeue SLURM job 100_3" in caplog.text
+
+
+@pytest.mark.parametrize("name", ["bash", "interactive"])
+def test_an_interactive_allocation_is_not_a_job_to_requeue(
+    tmp_path: Path, no_slurm: pytest.MonkeyPatch, name: str
+) -> None:
+    """A run started by hand inside ``salloc`` / ``srun --pty bash`` is not the batch job: no job
+    id, and a requeue asks scontrol nothing."""
+    from seg.training import cluster
+
+    log = _fake_scontrol(tmp_path, no_slurm, "exit 0")
+    no_slurm.setenv("SLURM_JOB_ID", "77")
+    no_slurm.setenv("SLURM_JOB_NAME", name)
+    assert cluster.job_id() is None and not cluster.requeueable_job()
+    assert not cluster.requeue()
+    assert not log.exists()
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="no SIGUSR1 on this OS")
+def test_sigusr1_outside_slurm_stops_without_requeueing(tmp_path: Path, no_slurm: pytest.MonkeyPatch) -> None:
+    """SIGUSR1 in a plain shell stops the run (exit status 128 + 10) but there is no job to put
+    back in the queue: scontrol is not called."""
+    from seg.training.callbacks import GracefulStop
+
+    log = _fake_scontrol(tmp_path, no_slurm, "exit 0")
+    stop = GracefulStop()
+    stop._on_signal(signal.SIGUSR1, None)
+    assert stop.exit_status == 128 + int(signal.SIGUSR1)
+    assert not stop.requeue() and not log.exists()
+
+
+def test_a_second_ctrl_c_stops_at_once(no_slurm: pytest.MonkeyPatch) -> None:
+    """The first Ctrl-C asks for a stop at the batch's end; the second raises at once; a second
+    SIGTERM changes nothing."""
+    from seg.training.callbacks import GracefulStop
+
+    stop = GracefulStop()
+    stop._on_signal(signal.SIGINT, None)
+    with pytest.raises(KeyboardInterrupt):
+        stop._on_signal(signal.SIGINT, None)
+    term = GracefulStop()
+    term._on_signal(signal.SIGTERM, None)
+    term._on_signal(signal.SIGTERM, None)
+    assert term.exit_status == 128 + int(signal.SIGTERM)
+
+
+def _ddp_trainer(rank_0_asked: bool, last_batch: bool = False) -> Any:
+    """What GracefulStop reads of a trainer: two processes, rank 0's answer to the broadcast."""
+    from types import SimpleNamespace
+
+    progress = SimpleNamespace(is_last_batch=last_batch)
+    return SimpleNamespace(
+        world_size=2,
+        strategy=SimpleNamespace(broadcast=lambda value, src: rank_0_asked if src == 0 else value),
+        fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(batch_progress=progress)),
+    )
+
+
+def test_a_stop_on_rank_0_stops_every_rank_at_the_same_batch(no_slurm: pytest.MonkeyPatch) -> None:
+    """Under DDP a rank that got no signal stops when rank 0 did (as SIGTERM); one that got a
+    signal rank 0 did not see goes on, so that no rank waits alone; at an epoch's last batch the
+    stop waits for the epoch's validation."""
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    from seg.training.callbacks import GracefulStop
+
+    follower = GracefulStop()
+    with pytest.raises(SIGTERMException):
+        follower.on_train_batch_end(_ddp_trainer(rank_0_asked=True))
+    assert follower.exit_status == 128 + int(signal.SIGTERM)
+    alone = GracefulStop()
+    alone._on_signal(signal.SIGTERM, None)
+    alone.on_train_batch_end(_ddp_trainer(rank_0_asked=False))  # no exception: it goes on
+    waiting = GracefulStop()
+    waiting.on_train_batch_end(_ddp_trainer(rank_0_asked=True, last_batch=True))
