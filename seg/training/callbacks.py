@@ -212,7 +212,7 @@ class GracefulStop(pl.Callback):
     def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
         requested = self._requested is not None
         if trainer.world_size > 1:
-            pass
+            requested = bool(trainer.strategy.broadcast(requested, src=0))
             if requested and self._requested is None:
                 self._requested = signal.SIGTERM
         # At an epoch's last batch, wait for its validation and checkpoint: a run resumed from a
