@@ -108,3 +108,16 @@ def test_limitations_are_derived_from_the_run(trained_run: dict[str, Any], tmp_p
     assert "random share of the training data's own frames" in limits
     assert "cut short by its time budget: time budget reached after 50 s" in limits
     assert "never occur in the training split: wide_stripes" in limits
+
+
+def test_an_override_holding_an_interpolation_is_shown_as_typed(
+    trained_run: dict[str, Any], tmp_path: Path
+) -> None:
+    """Hydra saves overrides as typed; one that refers to another key (a list of transforms sized
+    by ``${data.image_size}``) is text in the card, not resolved against the overrides file."""
+    run = RunDir.of(shutil.copytree(trained_run["dir"], tmp_path / "run"))
+    typed = "data.train_transforms=[{_target_:albumentations.RandomCrop,height:${data.image_size}}]"
+    run.overrides.parent.mkdir(exist_ok=True)
+    run.overrides.write_text(yaml.safe_dump([typed, "trainer.max_epochs=3"]))
+    card = write_model_card(run).read_text()
+    assert f"`{typed}` `trainer.max_epochs=3`" in card

@@ -70,7 +70,9 @@ class _Run:
         self.metrics = run.read_metrics() or {}
         self.info = ClassInfo.read(run.classes) if run.classes.is_file() else None
         self.cfg = OmegaConf.load(run.resolved_config) if run.resolved_config.is_file() else None
-        self.overrides = list(OmegaConf.load(run.overrides)) if run.overrides.is_file() else []
+        # As typed: an override may hold an interpolation (``height:${data.image_size}``).
+        saved = OmegaConf.load(run.overrides) if run.overrides.is_file() else []
+        self.overrides = [str(o) for o in OmegaConf.to_container(saved, resolve=False)] if saved else []
         hydra = OmegaConf.load(run.hydra_settings) if run.hydra_settings.is_file() else None
         self.choices = dict(hydra.hydra.runtime.choices) if hydra is not None else {}
         self.run_info = _read_json(run.run_info) or {}
