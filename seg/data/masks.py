@@ -177,17 +177,41 @@ class MaskDecoder:
         return self._check_indices(raw, path)
 
     def _map_values(self, raw: np.ndarray, path: Path) -> np.ndarray:
-        values, inverse = np.unique(integer_values(raw, path), return_inverse=True)
+        values = integer_values(raw, path)
         mapping = self.mask_values or {}
-        missing = [int(v) for v in values if int(v) not in mapping]
+        if values.dtype in (np.uint8, np.uint16):  # a lookup table: no sort of every pixel
+            classes = self._table(values.dtype)[values]
+            unmapped = classes < 0
+            if unmapped.any():
+                if not self.ignore_unmapped:
+                    self._refuse_unmapped(np.unique(values), np.unique(values[unmapped]), mapping, path)
+                classes[unmapped] = self.ignore_index
+            return _compact(classes)
+        found, inverse = np.unique(values, return_inverse=True)
+        missing = [int(v) for v in found if int(v) not in mapping]
         if missing and not self.ignore_unmapped:
-            raise DataError(
-                f"mask {path} holds values {_listed(values)}, of which {_listed(missing)} are not in "
-                f"{MASK_VALUES_KEY}={_flow(mapping)}; give each a class there, or set "
-                "data.decoder.ignore_unmapped=true (with data.ignore_index) to ignore them"
-            )
-        classes = np.array([mapping.get(int(v), self.ignore_index) for v in values], dtype=np.int64)
+            self._refuse_unmapped(found, np.array(missing), mapping, path)
+        classes = np.array([mapping.get(int(v), self.ignore_index) for v in found], dtype=np.int64)
         return _compact(classes[inverse.reshape(-1)].reshape(raw.shape))
+
+    def _table(self, dtype: np.dtype) -> np.ndarray:
+        """Class of every value a ``dtype`` mask can hold; -1 where ``mask_values`` has none."""
+        size = np.iinfo(dtype).max + 1
+        table = np.full(size, -1, dtype=np.int32)
+        for value, cls in (self.mask_values or {}).items():
+            if 0 <= value < size:
+                table[value] = cls
+        return table
+
+    @staticmethod
+    def _refuse_unmapped(
+        values: np.ndarray, missing: np.ndarray, mapping: Mapping[int, int], path: Path
+    ) -> None:
+        raise DataError(
+            f"mask {path} holds values {_listed(values)}, of which {_listed(missing)} are not in "
+            f"{MASK_VALUES_KEY}={_flow(mapping)}; give each a class there, or set "
+            "data.decoder.ignore_unmapped=true (with data.ignore_index) to ignore them"
+        )
 
     def _check_indices(self, labels: np.ndarray, path: Path) -> np.ndarray:
         values = np.unique(integer_values(labels, path))
