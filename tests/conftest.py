@@ -40,6 +40,20 @@ TINY = [
 ]
 
 
+#: One epoch of a width-4 U-Net on 32x32 crops, in the test process: a real data config trained
+#: only to show that it trains, evaluates and exports.
+ONE_EPOCH = [
+    "data.num_workers=0",
+    "data.batch_size=4",
+    "data.image_size=32",
+    "model.net.base_channels=4",
+    "trainer=cpu",
+    "trainer.max_epochs=1",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+]
+
+
 def compose_train(overrides: Sequence[str]) -> DictConfig:
     """``conf/train.yaml`` composed with ``overrides``, as the command line would."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

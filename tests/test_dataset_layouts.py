@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CONF_DIR, compose_train, run_cli
+from conftest import CONF_DIR, ONE_EPOCH, compose_train, run_cli
 from fixtures import label_map, palette_png, photo_of
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
@@ -107,16 +107,6 @@ WRITERS: dict[str, Callable[[Path, dict[str, int]], dict[Path, np.ndarray]]] = {
     "voc": write_voc,
     "ade20k": write_ade20k,
 }
-FAST = [
-    "data.num_workers=0",
-    "data.batch_size=4",
-    "data.image_size=32",
-    "model.net.base_channels=4",
-    "trainer=cpu",
-    "trainer.max_epochs=1",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
-]
 
 
 @pytest.mark.parametrize("dataset", list(WRITERS))
@@ -145,7 +135,7 @@ def test_a_standard_layout_trains_evaluates_and_passes_check_data(
     root = tmp_path / dataset
     WRITERS[dataset](root, {"train": 4, "val": 2})
     args = [f"data={dataset}", f"data.root={root}", f"paths.data_dir={tmp_path}"]
-    metrics = train(compose_train([*FAST, *args, f"paths.output_dir={tmp_path / 'run'}"]))
+    metrics = train(compose_train([*ONE_EPOCH, *args, f"paths.output_dir={tmp_path / 'run'}"]))
     assert metrics["status"] == "finished"
     num_classes = {"cityscapes": 19, "voc": 21, "ade20k": 150}[dataset]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

@@ -11,29 +11,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import pytorch_lightning as pl
-from conftest import compose_train
+from conftest import ONE_EPOCH, compose_train
 from fixtures import CITYSCAPES_PALETTE, DecodedMasks, binary_255, label_map, write_folder, write_pairs
 from PIL import Image
 
 from seg.training.pipeline import train
-
-FAST = [
-    "data.num_workers=0",
-    "data.batch_size=4",
-    "data.image_size=32",
-    "model.net.base_channels=4",
-    "trainer=cpu",
-    "trainer.max_epochs=1",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
-]
 
 
 def _train(
     tmp_path: Path, *overrides: str, output_dir: Path | None = None, callbacks: Sequence[pl.Callback] = ()
 ) -> dict:
     out = output_dir or tmp_path / "run"
-    cfg = compose_train([*FAST, *overrides, f"paths.output_dir={out}", f"paths.data_dir={tmp_path}"])
+    cfg = compose_train([*ONE_EPOCH, *overrides, f"paths.output_dir={out}", f"paths.data_dir={tmp_path}"])
     return train(cfg, callbacks=callbacks)
 
 
