@@ -107,7 +107,7 @@ class FolderLayout:
         masks = _files(masks_dir, self.mask_suffix, self.recursive)
         problems: list[Problem] = []
         if "list" in folders:
-            images, masks, problems = self._listed(root / folders["list"], images, masks, images_dir)
+            images, problems = self._listed(root / folders["list"], images, images_dir)
         problems += [
             Problem("image without mask", images[key], f"image {images[key]} has no mask in {masks_dir}")
             for key in sorted(set(images) - set(masks))
@@ -124,11 +124,11 @@ class FolderLayout:
 
     @staticmethod
     def _listed(
-        listing: Path, images: dict[str, Path], masks: dict[str, Path], images_dir: Path
-    ) -> tuple[dict[str, Path], dict[str, Path], list[Problem]]:
-        """The images and masks named in ``listing``, and a problem for each name with no image."""
+        listing: Path, images: dict[str, Path], images_dir: Path
+    ) -> tuple[dict[str, Path], list[Problem]]:
+        """The images named in ``listing``, and a problem for each name with no image."""
         if not listing.is_file():
-            return {}, {}, [Problem("missing file", listing, f"no split list {listing}")]
+            return {}, [Problem("missing file", listing, f"no split list {listing}")]
         names = [line.split()[0] for line in listing.read_text().splitlines() if line.strip()]
         problems = [
             Problem(
@@ -138,11 +138,7 @@ class FolderLayout:
             if name not in images
         ]
         chosen = set(names)
-        return (
-            {k: v for k, v in images.items() if k in chosen},
-            {k: v for k, v in masks.items() if k in chosen},
-            problems,
-        )
+        return {k: v for k, v in images.items() if k in chosen}, problems
 
     def __repr__(self) -> str:
         return f"FolderLayout({self.splits})"

@@ -113,6 +113,7 @@ class MaskDecoder:
                 "data.ignore_index (what the others become)"
             )
         self.ignore_unmapped = ignore_unmapped
+        self._tables: dict[str, np.ndarray] = {}
 
     def _check_mapping(self, mapping: Mapping[Any, Any]) -> dict[int, int]:
         checked: dict[int, int] = {}
@@ -195,13 +196,17 @@ class MaskDecoder:
         return _compact(classes[inverse.reshape(-1)].reshape(raw.shape))
 
     def _table(self, dtype: np.dtype) -> np.ndarray:
-        """Class of every value a ``dtype`` mask can hold; -1 where ``mask_values`` has none."""
-        size = np.iinfo(dtype).max + 1
-        table = np.full(size, -1, dtype=np.int32)
-        for value, cls in (self.mask_values or {}).items():
-            if 0 <= value < size:
-                table[value] = cls
-        return table
+        """Class of every value a ``dtype`` mask can hold; -1 where ``mask_values`` has none.
+        Built once per dtype (this runs for every mask a loader decodes)."""
+        key = np.dtype(dtype).name
+        if key not in self._tables:
+            size = np.iinfo(dtype).max + 1
+            table = np.full(size, -1, dtype=np.int32)
+            for value, cls in (self.mask_values or {}).items():
+                if 0 <= value < size:
+                    table[value] = cls
+            self._tables[key] = table
+        return self._tables[key]
 
     @staticmethod
     def _refuse_unmapped(

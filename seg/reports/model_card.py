@@ -71,8 +71,12 @@ class _Run:
         self.info = ClassInfo.read(run.classes) if run.classes.is_file() else None
         self.cfg = OmegaConf.load(run.resolved_config) if run.resolved_config.is_file() else None
         # As typed: an override may hold an interpolation (``height:${data.image_size}``).
-        saved = OmegaConf.load(run.overrides) if run.overrides.is_file() else []
-        self.overrides = [str(o) for o in OmegaConf.to_container(saved, resolve=False)] if saved else []
+        saved = (
+            OmegaConf.to_container(OmegaConf.load(run.overrides), resolve=False)
+            if run.overrides.is_file()
+            else []
+        )
+        self.overrides = [str(o) for o in saved]
         hydra = OmegaConf.load(run.hydra_settings) if run.hydra_settings.is_file() else None
         self.choices = dict(hydra.hydra.runtime.choices) if hydra is not None else {}
         self.run_info = _read_json(run.run_info) or {}
