@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH_PIP_ARGS) "$(TORCH)" "$(TORCHVISION)"
-	$(BIN)/python -m pip install --quiet -e ".[dev,export,sweep,mlflow,wandb,models]" -c constraints.txt
+	$(BIN)/python -m pip install --quiet -e ".[dev,export,sweep,mlflow,wandb,models,stream]" -c constraints.txt
 	touch $(STAMP)
 
 train: install  ## train on the built-in synthetic data (pass overrides with ARGS="...")
