@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import platform
 from pathlib import Path
 
@@ -12,6 +13,13 @@ import torch
 from seg.errors import SegError
 
 _BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 @functools.cache

@@ -200,4 +200,4 @@ class DecodedMasks(pl.Callback):
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         dataset = trainer.datamodule.datasets["train"]
-        self.masks = [dataset.read(i)[1] for i in range(len(dataset))]
+        self.masks = [dataset.frames.read(i)[1] for i in range(len(dataset))]

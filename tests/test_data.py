@@ -24,6 +24,7 @@ from PIL import Image
 
 from seg.data.checks import check_splits
 from seg.data.datamodule import SegmentationDataModule
+from seg.data.frames import MemoryFrames
 from seg.data.layouts import FolderLayout, SideBySideLayout
 from seg.data.masks import BinaryMask, KMeansColours, MaskDecoder, majority_filter, nearest_colour
 from seg.data.reading import read_sample
@@ -198,7 +199,7 @@ def recording(encode):
 
 
 def decoded_masks(dm: SegmentationDataModule, split: str) -> list[np.ndarray]:
-    return [dm.datasets[split].read(i)[1] for i in range(len(dm.datasets[split]))]
+    return [dm.datasets[split].frames.read(i)[1] for i in range(len(dm.datasets[split]))]
 
 
 def test_palette_png_masks_are_read_by_index(tmp_path: Path) -> None:
@@ -469,8 +470,8 @@ def test_without_digests_a_new_time_recomputes_the_class_weights(
         stat = mask.stat()
         os.utime(mask, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
         reads: list[int] = []
-        original = dm.datasets["train"].read
-        dm.datasets["train"].read = lambda i, reads=reads, read=original: reads.append(i) or read(i)
+        original = dm.datasets["train"].frames.read
+        dm.datasets["train"].frames.read = lambda i, reads=reads, read=original: reads.append(i) or read(i)
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="seg.data.cache"):
             assert dm.median_frequency_weights() == weights
@@ -536,7 +537,7 @@ def test_val_fraction_holds_out_part_of_train_reproducibly(tmp_path: Path) -> No
     def split(seed: int) -> tuple[set[str], set[str]]:
         dm = datamodule(tmp_path / "ds", "data.val_fraction=0.3", f"data.split_seed={seed}")
         dm.setup("fit")
-        names = {k: {s.image.name for s in dm.datasets[k].samples} for k in ("train", "val")}
+        names = {k: {s.image.name for s in dm.datasets[k].frames.samples} for k in ("train", "val")}
         return names["train"], names["val"]
 
     train, val = split(0)
@@ -583,7 +584,7 @@ def test_datamodule_caches_class_weights(tmp_path: Path) -> None:
     assert len(weights) == 3 and all(w > 0 for w in weights)
     assert dm.cache_dir == tmp_path / "cache"
     assert len(list((tmp_path / "cache").glob("median-frequency-*.json"))) == 1
-    dm.datasets["train"].read = lambda i: pytest.fail("recomputed instead of reading the cache")
+    dm.datasets["train"].frames.read = lambda i: pytest.fail("recomputed instead of reading the cache")
     assert dm.median_frequency_weights() == weights
 
 
@@ -614,7 +615,7 @@ def test_without_the_image_cache_batches_and_class_weights_are_the_same(tmp_path
         cache_dir = f"data.cache_dir={tmp_path / f'weights-{cache}'}"
         dm = datamodule(tmp_path / "ds", f"data.cache={cache}", "data.batch_size=2", cache_dir)
         dm.setup("fit")
-        assert (dm.datasets["train"]._cache is None) == (cache == "false")
+        assert isinstance(dm.datasets["train"].frames, MemoryFrames) == (cache == "true")
         loaded[cache] = (
             list(dm.train_dataloader()),
             list(dm.val_dataloader()),

@@ -44,7 +44,7 @@ def datamodule(root: Path, *overrides: str) -> SegmentationDataModule:
 
 
 def names(dm: SegmentationDataModule, split: str) -> set[str]:
-    return {sample.image.name for sample in dm.datasets[split].samples}
+    return {sample.image.name for sample in dm.datasets[split].frames.samples}
 
 
 @pytest.mark.parametrize("held", [["0001TP"], ["0006R0", "0016E5"]])

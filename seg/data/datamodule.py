@@ -13,9 +13,10 @@ from torch.utils.data import DataLoader
 
 from seg.data.cache import Sources, cached_json
 from seg.data.dataset import SegmentationDataset
+from seg.data.frames import MemoryBudget, check_cache_setting, frames_for
 from seg.data.layouts import FolderLayout, Problem, Sample, SideBySideLayout
 from seg.data.masks import MaskDecoder
-from seg.data.reading import image_size, read_sample
+from seg.data.reading import read_sample
 from seg.data.sampling import ResumableLoader, SeededSampler, SizeGroupedBatches, init_worker
 from seg.data.splits import ValidationSplit
 from seg.data.stats import class_histogram, median_frequency_from_masks
@@ -52,7 +53,9 @@ class SegmentationDataModule(pl.LightningDataModule):
         train_transforms: augmentation transforms for training (albumentations objects).
         eval_transforms: deterministic transforms for validation and test.
         in_channels: 3 for RGB images, 1 for grayscale.
-        cache: decode all images once at setup and keep them in memory.
+        cache: ``True`` decodes every frame once at setup and keeps it in memory, ``False``
+            decodes at every read, ``"auto"`` keeps them when they fit (``seg.data.frames``).
+        cache_memory_share: the fraction of available memory ``cache="auto"`` may fill.
         val_fraction: when the dataset has no validation split, hold out this fraction of train.
         val_sequences: validate on the training frames of these sequences (file name up to the
             first ``_``), held out of train, instead of on the val split (see ``seg.data.splits``).
@@ -83,7 +86,8 @@ class SegmentationDataModule(pl.LightningDataModule):
         train_transforms: Sequence[Any],
         eval_transforms: Sequence[Any],
         in_channels: int,
-        cache: bool,
+        cache: bool | str,
+        cache_memory_share: float,
         val_fraction: float | None,
         val_sequences: str | Sequence[str] | None,
         split_seed: int,
@@ -110,7 +114,9 @@ class SegmentationDataModule(pl.LightningDataModule):
         self.train_pipeline = Pipeline(train_transforms)
         self.eval_pipeline = Pipeline(eval_transforms)
         self.in_channels = in_channels
+        check_cache_setting(cache, cache_memory_share)
         self.cache = cache
+        self.cache_budget = MemoryBudget(cache_memory_share, num_workers)
         self.validation = ValidationSplit.from_config(val_fraction, val_sequences, split_seed)
         self.seed = seed
         self.cache_dir = Path(cache_dir)
@@ -119,6 +125,12 @@ class SegmentationDataModule(pl.LightningDataModule):
         self._val_source = "split"
 
     # ----------------------------------------------------------------------------- metadata
+    @property
+    def mask_dtype(self) -> np.dtype:
+        """The smallest integer type that holds every class index and the ignore label."""
+        largest = max(self.num_classes - 1, self.ignore_index if self.ignore_index is not None else 0)
+        return np.dtype(np.uint8 if largest < 256 else np.int32)
+
     @property
     def palette(self) -> list[list[int]]:
         """One ``[r, g, b]`` per class: configured, fitted by the decoder, or generated."""
@@ -187,14 +199,11 @@ class SegmentationDataModule(pl.LightningDataModule):
     def _dataset(self, split: str) -> SegmentationDataset:
         if split not in self.datasets:
             samples = self._split_samples()[split]
-            if not self.cache:  # still refuse mismatched sizes before training starts
-                for sample in samples:
-                    if sample.mask is not None and image_size(sample.image) != image_size(sample.mask):
-                        read_sample(sample, self.in_channels)  # raises with both sizes
-            pipeline = self.train_pipeline if split == "train" else self.eval_pipeline
-            self.datasets[split] = SegmentationDataset(
-                samples, self.decoder, pipeline, self.in_channels, self.cache
+            frames = frames_for(
+                split, samples, self.decoder, self.in_channels, self.mask_dtype, self.cache, self.cache_budget
             )
+            pipeline = self.train_pipeline if split == "train" else self.eval_pipeline
+            self.datasets[split] = SegmentationDataset(frames, pipeline)
         return self.datasets[split]
 
     def setup(self, stage: str | None = None) -> None:
@@ -238,10 +247,7 @@ class SegmentationDataModule(pl.LightningDataModule):
     def _frame_size(self, dataset: SegmentationDataset, index: int) -> tuple[int, int]:
         if self.eval_pipeline.transforms:  # transforms may resize; ask the pipeline
             return tuple(dataset[index][1].shape)  # type: ignore[return-value]
-        if dataset._cache is not None:
-            return dataset.read(index)[1].shape[:2]  # type: ignore[return-value]
-        width, height = image_size(dataset.samples[index].image)
-        return (height, width // 2) if dataset.samples[index].mask is None else (height, width)
+        return dataset.frames.size(index)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)
@@ -257,7 +263,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         """Decoded pixels of each class in ``split`` (``pixels``, in class order) and the ignored
         ones (``ignored``): what the model card shows of the training data."""
         dataset = self._dataset(split)
-        masks = (dataset.read(i)[1] for i in range(len(dataset)))
+        masks = (dataset.frames.read(i)[1] for i in range(len(dataset)))
         pixels, _, ignored = class_histogram(masks, self.num_classes, self.ignore_index)
         return {"split": split, "pixels": [int(p) for p in pixels], "ignored": int(ignored)}
 
@@ -265,14 +271,15 @@ class SegmentationDataModule(pl.LightningDataModule):
         """SegNet-style class weights from the training masks, computed once and cached (again
         when a training mask changes: see ``seg.data.cache``)."""
         dataset = self._dataset("train")
-        key = [str(self.root.resolve()), [str(s.image) for s in dataset.samples], repr(self.decoder),
+        samples = dataset.frames.samples
+        key = [str(self.root.resolve()), [str(s.image) for s in samples], repr(self.decoder),
                self.decoder.palette, self.num_classes, self.ignore_index]  # fmt: skip
 
         def compute() -> dict[str, Any]:
-            masks = (dataset.read(i)[1] for i in range(len(dataset)))
+            masks = (dataset.frames.read(i)[1] for i in range(len(dataset)))
             weights = median_frequency_from_masks(masks, self.num_classes, self.ignore_index)
             return {"weights": weights, "class_names": self.class_names}
 
-        masks = Sources([s.mask or s.image for s in dataset.samples], "training masks", self.root)
+        masks = Sources([s.mask or s.image for s in samples], "training masks", self.root)
         cached = cached_json(self.cache_dir, "median-frequency", key, compute, masks, "class weights")
         return cached["weights"]

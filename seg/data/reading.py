@@ -27,13 +27,13 @@ def open_image(path: Path, what: str) -> Image.Image:
         raise DataError(f"cannot read {what} {path}: {e}") from None
 
 
-def image_size(path: Path) -> tuple[int, int]:
-    """``(width, height)`` from the file header, without decoding the pixels."""
+def image_size(path: Path, what: str = "file") -> tuple[int, int]:
+    """``(width, height)`` from the header of ``what`` (image, mask), without decoding the pixels."""
     try:
         with Image.open(path) as image:
             return image.size
     except _READ_ERRORS as e:
-        raise DataError(f"cannot read {path}: {e}") from None
+        raise DataError(f"cannot read {what} {path}: {e}") from None
 
 
 def to_channels(image: Image.Image, in_channels: int) -> np.ndarray:

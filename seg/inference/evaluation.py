@@ -203,7 +203,7 @@ def evaluate(cfg: DictConfig, default_output: Path, data_root: str | None = None
     title = f"{split}: {len(dataset)} images"
     save_figure(confusion_matrix_figure(confmat, info.class_names, title), files.confusion_matrix)
     for index, image, target, prediction in samples:
-        name = Path(dataset.samples[index].image).stem
+        name = Path(dataset.frames.name(index)).stem
         figure = sample_panel_figure(
             image, target, prediction, info.palette, info.class_names, datamodule.ignore_index, name
         )

@@ -7,7 +7,6 @@ import csv
 import io
 import logging
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from omegaconf import DictConfig
 
 from seg.artifacts import atomic_path, write_json
 from seg.errors import SegError, user_message
+from seg.hardware import usable_cores
 from seg.reports import tables
 from seg.rundir import METRICS_FILE, RunDir, SweepDir
 from seg.training.callbacks import stop_asked
@@ -144,7 +144,7 @@ class SweepSummary(Callback):
 
 def share_cores(parallel_jobs: int, num_workers: int) -> tuple[int, int]:
     """Torch threads and dataloader workers for one of ``parallel_jobs`` jobs sharing this machine."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores()
     jobs = cores if parallel_jobs <= 0 else min(parallel_jobs, cores)
     per_job = max(1, cores // jobs)
     return per_job, min(num_workers, max(0, per_job - 1))
