@@ -3,6 +3,7 @@ exactly; the sampler over streamed frames splits ranks as over files."""
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -76,7 +77,9 @@ def assert_same_frames(streamed: StreamedFrames, source: PngFrames) -> None:
 def test_local_shards_read_back_exactly(source: PngFrames, tmp_path: Path) -> None:
     # 4 KB chunks: each frame (4.8 KB image + 1.6 KB mask) is a chunk of its own, so reading
     # crosses chunks; two writer processes must still keep the index order
+    start_method = multiprocessing.get_start_method()
     written = write_shards(source, tmp_path / "shards", chunk_bytes="4KB", num_workers=2)
+    assert multiprocessing.get_start_method() == start_method  # LitData forces spawn; put back
     assert written == len(source)
     assert len(list((tmp_path / "shards").glob("chunk-*.bin"))) > 1
     assert_same_frames(StreamedFrames(tmp_path / "shards", cache_dir=tmp_path / "cache"), source)

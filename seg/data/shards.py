@@ -13,7 +13,9 @@ variables, or ``storage_options`` (keyword arguments of ``boto3.client("s3", ...
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import multiprocessing
 import os
 import tempfile
 from pathlib import Path
@@ -91,6 +93,18 @@ def _upload(folder: Path, uri: str, storage_options: dict[str, Any] | None) -> N
         ) from None
 
 
+@contextlib.contextmanager
+def _keeping_start_method() -> Any:
+    """``litdata.optimize`` forces the process-wide multiprocessing start method to ``spawn``
+    and leaves it so; put back the one before, which later dataloaders use."""
+    before = multiprocessing.get_start_method(allow_none=True)
+    try:
+        yield
+    finally:
+        if before is not None and multiprocessing.get_start_method(allow_none=True) != before:
+            multiprocessing.set_start_method(before, force=True)
+
+
 def write_shards(
     frames: Frames,
     output: str | os.PathLike[str],
@@ -112,12 +126,13 @@ def write_shards(
     common = dict(fn=fn, inputs=list(range(len(frames))), chunk_bytes=chunk_bytes, verbose=False)
     common.update(num_workers=max(1, num_workers), keep_data_ordered=True, mode="overwrite")
     if is_remote(uri):
-        with tempfile.TemporaryDirectory(prefix="seg-shards-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="seg-shards-") as tmp, _keeping_start_method():
             litdata.optimize(output_dir=tmp, **common)
             _upload(Path(tmp), uri, storage_options)
     else:
         Path(uri).mkdir(parents=True, exist_ok=True)
-        litdata.optimize(output_dir=str(Path(uri).resolve()), **common)
+        with _keeping_start_method():
+            litdata.optimize(output_dir=str(Path(uri).resolve()), **common)
     return len(frames)
 
 
