@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import run_cli
 from fixtures import write_folder
 from PIL import Image
 from s3_server import s3_server
@@ -146,3 +147,27 @@ def test_two_ranks_read_disjoint_frames(
     assert len(seen[0]) == len(seen[1]) == 11
     assert len(set(seen[0]) & set(seen[1])) == 1
     assert set(seen[0]) | set(seen[1]) == set(range(len(source)))
+
+
+def test_shard_command_writes_every_split_to_s3(s3: dict[str, Any], tmp_path: Path) -> None:
+    root = write_folder(tmp_path / "data", {"train": 6, "val": 3}, num_classes=3, size=32)
+    uri = f"s3://{s3['bucket']}/folder"
+    args = ["seg.shard", "data=folder", f"data.root={root}", "data.num_classes=3", f"output={uri}"]
+    result = run_cli(
+        [*args, f"paths.log_dir={tmp_path / 'logs'}", "chunk_bytes=8KB"], cwd=tmp_path, env=s3["env"]
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"train: 6 frames -> {uri}/train" in result.stdout
+    assert f"val: 3 frames -> {uri}/val" in result.stdout
+    assert "test:" not in result.stdout  # no test split in the folder
+    for split in ("train", "val"):
+        assert_same_frames(
+            StreamedFrames(f"{uri}/{split}", cache_dir=tmp_path / "cache"), PngFrames(root, split)
+        )
+
+
+def test_shard_command_needs_an_output(tmp_path: Path) -> None:
+    result = run_cli(
+        ["seg.shard", "data=folder", f"data.root={tmp_path}", "data.num_classes=3"], cwd=tmp_path
+    )
+    assert result.returncode != 0 and "output" in result.stderr

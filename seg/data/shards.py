@@ -228,3 +228,29 @@ class StreamedFrames:
     def name(self, index: int) -> str:
         """The name the source gave frame ``index`` (its image path for files)."""
         return bytes(np.asarray(self.item(index)["name"], dtype=np.uint8)).decode()
+
+
+def shard_splits(cfg: Any) -> dict[str, int]:
+    """Write every split the data config has (train, val, test) to ``<cfg.output>/<split>/``;
+    returns the frames written per split. Frames are decoded as training decodes them."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from seg.errors import ConfigError, unwrapping_user_errors
+
+    output = str(cfg.get("output") or "").rstrip("/")
+    if not output:
+        raise ConfigError("output is not set: pass output=DIR or output=s3://bucket/prefix")
+    with unwrapping_user_errors():
+        datamodule = instantiate(cfg.data, cache=False)  # frames are read once each: no cache
+    datamodule.prepare_data()
+    datamodule.setup()
+    options = OmegaConf.to_container(cfg.storage_options) if cfg.get("storage_options") else None
+    written = {}
+    for split in ("train", "val", "test"):
+        if split in ("train", "val") or datamodule.has_split(split):
+            frames = datamodule._dataset(split).frames
+            where = f"{output}/{split}"
+            written[split] = write_shards(frames, where, cfg.chunk_bytes, cfg.num_workers, options)
+            print(f"{split}: {written[split]} frames -> {where}", flush=True)
+    return written
