@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from conftest import (
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from seg.artifacts import atomic_path, write_json
+from seg.data.sampling import SeededSampler
 from seg.errors import NonFiniteLossError
 from seg.inference.formats import export_torchscript
 from seg.models.unet import UNet
@@ -253,3 +255,36 @@ print(sorted(s.name for s in stop._previous))
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "['SIGINT', 'SIGTERM']"
     assert "This OS has no SIGUSR1 or SIGUSR2" in done.stderr
+
+
+@pytest.mark.slow
+def test_a_file_corrupted_mid_run_stops_with_its_name_and_resume_finishes(
+    tmp_path: Path, data_cache: Path, uninterrupted: dict[str, Any]
+) -> None:
+    """Without the in-memory cache, a file is decoded only when read: one that breaks after the
+    start-up header check stops the run with one line naming it and a saved last checkpoint,
+    and once the file is fixed, resume= finishes like a run never stopped."""
+    data = tmp_path / "data"
+    shutil.copytree(data_cache, data)
+    args = ["seg.train", *RESUMABLE, "data.cache=false", f"paths.log_dir={tmp_path}"]
+    args.append(f"paths.data_dir={data}")
+    process = start_cli(args, tmp_path)
+    run_dir = wait_for_checkpoint(tmp_path / "train" / "runs", process)  # the first epoch's end
+    images = sorted(data.glob("synthetic-*/train/images/*.png"))
+    sampler = SeededSampler(len(images), compose_train(RESUMABLE).data.seed)
+    sampler.set_epoch(1)
+    broken = images[list(sampler)[-1][0]]  # read last in the second epoch, long after the check
+    original = broken.read_bytes()
+    broken.write_bytes(original[: len(original) // 3])  # the header still reads; the pixels do not
+    out, err = process.communicate(timeout=180)
+    assert process.returncode == 2, err[-2000:]
+    error_lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert error_lines == [error_lines[0]] and f"cannot read image {broken}" in error_lines[0], err[-2000:]
+    assert f"resume={run_dir.relative_to(tmp_path)}" in out + err
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert 16 < checkpoint["global_step"] < 32  # saved where it failed, late in the second epoch
+
+    broken.write_bytes(original)
+    result = run_cli(["seg.train", f"resume={run_dir}"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert_continues_like(run_dir, uninterrupted)

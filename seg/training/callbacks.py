@@ -15,6 +15,7 @@ from PIL import Image
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from seg.artifacts import atomic_path
+from seg.errors import DataError
 from seg.loggers import log_image
 from seg.reports.pictures import confusion_matrix_figure, figure_to_array, prediction_grid, save_figure
 from seg.rundir import RunDir
@@ -165,7 +166,8 @@ class GracefulStop(pl.Callback):
     end of the next one, after the epoch's validation), so the saved state is always a
     consistent one: the step completed, the optimizer updated, the loader's position counted. A
     second Ctrl-C stops at once, without a new checkpoint. Under DDP every rank stops at rank 0's
-    batch. Other failures (a NaN loss, a crash) leave the previous last checkpoint untouched.
+    batch. A data file that fails to decode mid-epoch saves it too (``resume=`` continues once the
+    file is fixed). Other failures (a NaN loss, a crash) leave the previous last checkpoint untouched.
     This replaces Lightning's own SLURM handling, which saves mid-step and ignores SIGTERM.
     """
 
@@ -176,6 +178,7 @@ class GracefulStop(pl.Callback):
         self._requested: signal.Signals | None = None
         self._stopping = False  # True once stopping at a batch boundary
         self._previous: dict[signal.Signals, Any] = {}
+        self.data_failure = False  # True once a file failed to decode mid-epoch (checkpoint saved)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         if self._requested is not None:
@@ -232,6 +235,10 @@ class GracefulStop(pl.Callback):
         elif isinstance(exception, SIGTERMException):  # Lightning's own stop at an epoch's end
             self.signal = "SIGTERM"
             self._requested = signal.SIGTERM
+        elif isinstance(exception, DataError) and trainer.training:
+            # A file that failed to decode mid-epoch: the state after the last trained batch is
+            # consistent, so save it; resume= continues there once the file is fixed.
+            self.data_failure = True
         else:  # a crash, or a second Ctrl-C mid-step: the previous checkpoint is the good one
             if isinstance(exception, KeyboardInterrupt):
                 self.signal, self._requested = "SIGINT", signal.SIGINT

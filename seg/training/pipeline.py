@@ -149,6 +149,12 @@ def train(
             if trainer.is_global_zero:
                 stop.requeue()
             raise SystemExit(stop.exit_status) from None
+        if stop.data_failure:
+            log.info(
+                "A data file failed to decode at epoch %d, step %d; the last checkpoint is saved. "
+                "Fix or replace the file, then resume with: python -m seg.train resume=%s",
+                trainer.current_epoch, trainer.global_step, shown(output_dir),
+            )  # fmt: skip
         raise
     stop.restore_signals()
     return _finish(cfg, trainer, datamodule, history, time.perf_counter() - start, "finished")

@@ -35,6 +35,7 @@ SAFE_ON_RESUME = (
     "data.pin_memory",
     "data.persistent_workers",
     "data.cache",
+    "data.cache_memory_share",
     "test_after_training",
     "tune_allocator",
     "model.compile",
