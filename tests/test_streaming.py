@@ -171,3 +171,43 @@ def test_shard_command_needs_an_output(tmp_path: Path) -> None:
         ["seg.shard", "data=folder", f"data.root={tmp_path}", "data.num_classes=3"], cwd=tmp_path
     )
     assert result.returncode != 0 and "output" in result.stderr
+
+
+def _timing(name: str) -> bool:
+    return "time" in name or "seconds" in name
+
+
+def _numbers(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """Every number in a run's metrics, by dotted key, leaving out times and paths."""
+    found: dict[str, float] = {}
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            found.update(_numbers(value, f"{name}."))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and not _timing(name):
+            found[name] = float(value)
+    return found
+
+
+@pytest.mark.slow
+def test_training_from_s3_shards_equals_training_from_the_folder(
+    make_cfg: Any, s3: dict[str, Any], tmp_path: Path
+) -> None:
+    from hydra.utils import instantiate
+
+    from seg.training.pipeline import train
+
+    uri = f"s3://{s3['bucket']}/synthetic"
+    two_epochs = ["trainer.max_epochs=2", "data.cache=false"]
+    datamodule = instantiate(make_cfg(*two_epochs).data)
+    datamodule.prepare_data()
+    datamodule.setup()
+    for split in ("train", "val", "test"):
+        write_shards(datamodule._dataset(split).frames, f"{uri}/{split}", chunk_bytes="256KB")
+    folder = train(make_cfg(*two_epochs, output_dir=tmp_path / "folder"))
+    streamed = train(make_cfg(*two_epochs, f"data.stream={uri}", output_dir=tmp_path / "stream"))
+    folder_numbers, streamed_numbers = _numbers(folder), _numbers(streamed)
+    assert any("val" in key and "dice" in key for key in folder_numbers), folder_numbers
+    assert folder_numbers.keys() == streamed_numbers.keys()
+    for key, value in folder_numbers.items():
+        assert streamed_numbers[key] == pytest.approx(value, abs=1e-6, nan_ok=True), key

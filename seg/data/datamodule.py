@@ -18,11 +18,12 @@ from seg.data.layouts import FolderLayout, Problem, Sample, SideBySideLayout
 from seg.data.masks import MaskDecoder
 from seg.data.reading import read_sample
 from seg.data.sampling import ResumableLoader, SeededSampler, SizeGroupedBatches, init_worker
+from seg.data.shards import StreamedFrames, shards_exist
 from seg.data.splits import ValidationSplit
 from seg.data.stats import class_histogram, median_frequency_from_masks
 from seg.data.synthetic import SyntheticScenes
 from seg.data.transforms import Pipeline
-from seg.errors import DataError
+from seg.errors import ConfigError, DataError
 from seg.reports.pictures import default_palette
 
 SPLITS = ("train", "val", "test")
@@ -94,6 +95,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         seed: int,
         cache_dir: str | os.PathLike[str],
         generator: SyntheticScenes | None = None,
+        stream: str | None = None,
     ) -> None:
         super().__init__()
         self.generator = generator
@@ -121,6 +123,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         self.seed = seed
         self.cache_dir = Path(cache_dir)
         self.datasets: dict[str, SegmentationDataset] = {}
+        self.stream = str(stream).rstrip("/") if stream else None  # shards at <stream>/<split>/
         self._samples: dict[str, list[Sample]] | None = None
         self._val_source = "split"
 
@@ -138,12 +141,16 @@ class SegmentationDataModule(pl.LightningDataModule):
 
     def has_split(self, split: str) -> bool:
         """Whether ``split`` (train, val or test) has data, on disk or carved from train."""
+        if self.stream is not None:
+            return split in ("train", "val") or shards_exist(f"{self.stream}/{split}")
         if split == "val" and self.validation.takes_val_from_train(self.layout.has_split(self.root, "val")):
             return self.layout.has_split(self.root, "train")
         return self.layout.has_split(self.root, split)
 
     def split_sizes(self) -> dict[str, int]:
         """Number of samples in each split present."""
+        if self.stream is not None:
+            return {split: len(self._dataset(split)) for split in SPLITS if self.has_split(split)}
         return {split: len(samples) for split, samples in self._split_samples().items()}
 
     def validation_summary(self) -> dict[str, Any]:
@@ -197,6 +204,11 @@ class SegmentationDataModule(pl.LightningDataModule):
         return read_sample(sample, self.in_channels)[1]
 
     def _dataset(self, split: str) -> SegmentationDataset:
+        if split not in self.datasets and self.stream is not None:
+            frames = StreamedFrames(f"{self.stream}/{split}", self.cache_dir / "shards")
+            self.datasets[split] = SegmentationDataset(
+                frames, self.train_pipeline if split == "train" else self.eval_pipeline
+            )
         if split not in self.datasets:
             samples = self._split_samples()[split]
             frames = frames_for(
@@ -270,6 +282,11 @@ class SegmentationDataModule(pl.LightningDataModule):
     def median_frequency_weights(self) -> list[float]:
         """SegNet-style class weights from the training masks, computed once and cached (again
         when a training mask changes: see ``seg.data.cache``)."""
+        if self.stream is not None:
+            raise ConfigError(
+                f"loss.class_weights=median_frequency reads the mask files, not data.stream={self.stream}; "
+                "pass the weights as a list (loss.class_weights=[...])"
+            )
         dataset = self._dataset("train")
         samples = dataset.frames.samples
         key = [str(self.root.resolve()), [str(s.image) for s in samples], repr(self.decoder),

@@ -254,3 +254,16 @@ def shard_splits(cfg: Any) -> dict[str, int]:
             written[split] = write_shards(frames, where, cfg.chunk_bytes, cfg.num_workers, options)
             print(f"{split}: {written[split]} frames -> {where}", flush=True)
     return written
+
+
+def shards_exist(uri: str) -> bool:
+    """Whether ``uri`` holds shards (an ``index.json``): optional splits (test) may be absent."""
+    if not is_remote(uri):
+        return (Path(uri) / "index.json").is_file()
+    parsed = urlparse(uri)
+    key = f"{parsed.path.strip('/')}/index.json".lstrip("/")
+    try:
+        _s3_client(None).head_object(Bucket=parsed.netloc, Key=key)
+    except Exception:  # botocore's 404 (and any refusal): treated as no split
+        return False
+    return True
