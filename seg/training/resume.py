@@ -24,6 +24,7 @@ SAFE_ON_RESUME = (
     "name",
     "tags",
     "trainer.max_epochs",
+    "trainer.max_steps",
     "trainer.min_epochs",
     "trainer.enable_progress_bar",
     "trainer.log_every_n_steps",
