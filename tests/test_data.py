@@ -668,7 +668,7 @@ def test_a_run_reads_files_as_needed_at_a_size_the_unet_pads(make_cfg: Any, tmp_
             self.cache = cache
 
         def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-            kept[self.cache] = trainer.datamodule.datasets["train"]._cache is not None
+            kept[self.cache] = isinstance(trainer.datamodule.datasets["train"].frames, MemoryFrames)
 
     runs = {}
     for cache in ("true", "false"):
