@@ -230,6 +230,7 @@ def test_tversky_matches_monai(
 ) -> None:
     monai = pytest.importorskip("monai.losses")
     logits, target = _random_case(2)
+    logits.requires_grad_(True)
     valid = (target != 255).unsqueeze(1)
     onehot = F.one_hot(target.masked_fill(~valid[:, 0], 0), 4).permute(0, 3, 1, 2).float() * valid
     probs = logits.softmax(dim=1) * valid  # ignored pixels removed from prediction and target alike
@@ -248,8 +249,12 @@ def test_tversky_matches_monai(
     )(probs, onehot)
     w = torch.ones(4) if weights is None else torch.tensor(weights)
     expected = (per_class.clamp_min(0) ** gamma * w).sum() / w.sum()
-    loss = TverskyLoss(alpha, beta, gamma, smooth, ignore_index=255, class_weights=weights)
-    assert loss(logits, target).item() == pytest.approx(expected.item(), rel=1e-6, abs=1e-7)
+    loss = TverskyLoss(alpha, beta, gamma, smooth, ignore_index=255, class_weights=weights)(logits, target)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6, abs=1e-7)
+    # the gradient too: seg gathers each pixel's class probability where MONAI multiplies by one-hot
+    (expected_grad,) = torch.autograd.grad(expected, logits)
+    (grad,) = torch.autograd.grad(loss, logits)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-5, atol=1e-8)
 
 
 def test_tversky_with_equal_weights_is_dice() -> None:
