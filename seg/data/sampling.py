@@ -11,6 +11,8 @@ import numpy as np
 from lightning_fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader, Sampler
 
+from seg.hardware import untune_allocator
+
 
 class SizeGroupedBatches(Sampler[list[int]]):
     """Evaluation batches of equally sized images, so full frames of mixed sizes need no padding.
@@ -77,9 +79,12 @@ class SeededSampler(Sampler[tuple[int, int]]):
 
 def init_worker(worker_id: int) -> None:
     """Dataloader workers leave Ctrl-C and SIGTERM to the training process, which stops cleanly
-    and shuts them down; then Lightning's per-worker seeding."""
+    and shuts them down; they return freed memory to the system (a worker forked from a training
+    process with a tuned allocator would keep the peak of every frame it decoded); then
+    Lightning's per-worker seeding."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    untune_allocator()
     pl_worker_init_function(worker_id)
 
 

@@ -30,7 +30,7 @@ from seg.reports.pictures import curves_figure, save_figure
 from seg.reports.run_summary import log_run_summary, shown
 from seg.rundir import ClassInfo, RunDir
 from seg.training.budget import TrainingBudget
-from seg.training.callbacks import GracefulStop, MetricsHistory
+from seg.training.callbacks import GracefulStop, MetricsHistory, ReleaseMemoryBetweenPhases
 from seg.training.cluster import other_rank
 from seg.training.provenance import write_run_info
 from seg.training.resume import resume_config
@@ -102,8 +102,10 @@ def train(
         cfg, checkpoint = resume_config(cfg, overrides)
     validate_train_config(cfg)
     OmegaConf.resolve(cfg)
+    phases: list[pl.Callback] = []
     if cfg.get("tune_allocator", True):
         tune_allocator()
+        phases.append(ReleaseMemoryBetweenPhases())
     output_dir = Path(cfg.paths.output_dir)
     run_dir = RunDir.of(output_dir, cfg)
     if cfg.get("print_config", True) and other_rank(os.environ) is None:  # only global rank 0 writes
@@ -118,7 +120,7 @@ def train(
     module = build_module(cfg, datamodule)
     history = MetricsHistory()
     stop = GracefulStop()
-    trainer = build_trainer(cfg, [history, stop, *callbacks])
+    trainer = build_trainer(cfg, [history, stop, *phases, *callbacks])
     for callback in trainer.callbacks:
         if isinstance(callback, TrainingBudget):
             callback.start = began
