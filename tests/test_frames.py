@@ -95,6 +95,21 @@ def test_auto_keeps_frames_in_memory_only_when_they_fit(
     assert isinstance(frames_for("train", samples, MaskDecoder(3), 3, np.uint8, False, budget), DiskFrames)
 
 
+def test_true_refuses_frames_larger_than_all_available_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    samples = mixed_sizes(tmp_path)
+    needed = (24 * 40 * 2 + 32 * 32 + 17 * 9) * 4
+    budget = MemoryBudget(share=0.5, num_workers=0)
+    monkeypatch.setattr(frames_module, "available_memory", lambda: needed)  # all of it: still kept
+    assert isinstance(frames_for("train", samples, MaskDecoder(3), 3, np.uint8, True, budget), MemoryFrames)
+    monkeypatch.setattr(frames_module, "available_memory", lambda: needed - 1)
+    with pytest.raises(
+        ConfigError, match=r"data\.cache=true: the 4 decoded frames of train do not fit.*data\.cache=auto"
+    ):
+        frames_for("train", samples, MaskDecoder(3), 3, np.uint8, True, budget)
+
+
 def test_spawned_workers_count_as_copies(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(frames_module, "available_memory", lambda: 1000)
     monkeypatch.setattr(multiprocessing, "get_start_method", lambda allow_none=False: "spawn")

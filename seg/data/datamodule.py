@@ -275,7 +275,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         """Decoded pixels of each class in ``split`` (``pixels``, in class order) and the ignored
         ones (``ignored``): what the model card shows of the training data."""
         dataset = self._dataset(split)
-        masks = (dataset.frames.read(i)[1] for i in range(len(dataset)))
+        masks = (dataset.frames.mask(i) for i in range(len(dataset)))
         pixels, _, ignored = class_histogram(masks, self.num_classes, self.ignore_index)
         return {"split": split, "pixels": [int(p) for p in pixels], "ignored": int(ignored)}
 
@@ -293,7 +293,7 @@ class SegmentationDataModule(pl.LightningDataModule):
                self.decoder.palette, self.num_classes, self.ignore_index]  # fmt: skip
 
         def compute() -> dict[str, Any]:
-            masks = (dataset.frames.read(i)[1] for i in range(len(dataset)))
+            masks = (dataset.frames.mask(i) for i in range(len(dataset)))
             weights = median_frequency_from_masks(masks, self.num_classes, self.ignore_index)
             return {"weights": weights, "class_names": self.class_names}
 

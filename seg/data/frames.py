@@ -1,8 +1,8 @@
 """Where a dataset's decoded frames come from: its files at every read, or memory.
 
 A *frames* object is what ``SegmentationDataset`` reads: ``len()``, ``read(i)`` (the decoded
-``(H, W, C)`` uint8 image and ``(H, W)`` class-index mask, before transforms), ``size(i)``
-(``(height, width)``) and ``name(i)`` (what a message calls the frame).
+``(H, W, C)`` uint8 image and ``(H, W)`` class-index mask, before transforms), ``mask(i)`` (the
+mask alone), ``size(i)`` (``(height, width)``) and ``name(i)`` (what a message calls the frame).
 
 ``data.cache`` picks between them (``frames_for``):
 
@@ -34,7 +34,7 @@ import numpy as np
 
 from seg.data.layouts import Sample
 from seg.data.masks import MaskDecoder
-from seg.data.reading import image_size, read_sample
+from seg.data.reading import image_size, open_image, read_mask_array, read_sample
 from seg.errors import ConfigError, DataError
 from seg.hardware import usable_cores
 
@@ -50,6 +50,8 @@ class Frames(Protocol):
     def __len__(self) -> int: ...
 
     def read(self, index: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def mask(self, index: int) -> np.ndarray: ...
 
     def size(self, index: int) -> tuple[int, int]: ...
 
@@ -92,6 +94,14 @@ class DiskFrames:
         sample = self.sample(index)
         image, raw = read_sample(sample, self.in_channels)
         return image, self.decoder(raw, sample.mask or sample.image)
+
+    def mask(self, index: int) -> np.ndarray:
+        """The class-index mask of frame ``index``, without decoding its image where it has a
+        file of its own."""
+        sample = self.sample(index)
+        if sample.mask is None:
+            return self.read(index)[1]
+        return self.decoder(read_mask_array(open_image(sample.mask, "mask")), sample.mask)
 
     def size(self, index: int) -> tuple[int, int]:
         height, width = self.sizes[index]
@@ -138,6 +148,9 @@ class MemoryFrames:
         channels = self.source.in_channels
         image = self._images[start * channels : end * channels].reshape(height, width, channels)
         return image, self._masks[start:end].reshape(height, width)
+
+    def mask(self, index: int) -> np.ndarray:
+        return self.read(index)[1]
 
     def size(self, index: int) -> tuple[int, int]:
         return self.source.size(index)
@@ -190,14 +203,22 @@ class MemoryBudget:
         return 1 if forked or self.num_workers == 0 else 1 + self.num_workers
 
     def fits(self, nbytes: int) -> tuple[bool, str]:
-        """Whether ``nbytes`` of decoded frames fit, and the reason in words."""
+        """Whether ``nbytes`` of decoded frames fit in the share, and the reason in words."""
+        fits, numbers = self._weigh(nbytes, self.share)
+        if fits:
+            return True, f"keeping the decoded frames in memory: {numbers}, share {self.share:g}"
+        reason = f"decoding in the loader workers at every read: in memory they would take {numbers}"
+        return False, f"{reason}, share {self.share:g}"
+
+    def fits_at_all(self, nbytes: int) -> tuple[bool, str]:
+        """Whether ``nbytes`` of decoded frames fit in all the memory available, and the numbers."""
+        return self._weigh(nbytes, 1.0)
+
+    def _weigh(self, nbytes: int, share: float) -> tuple[bool, str]:
         available, copies = available_memory(), self.copies()
         needed = nbytes * copies
         copies_said = f" ({copies} copies: one per spawned loader worker, one here)" if copies > 1 else ""
-        numbers = f"{gib(needed)}{copies_said} of the {gib(available)} available, share {self.share:g}"
-        if needed <= self.share * available:
-            return True, f"keeping the decoded frames in memory: {numbers}"
-        return False, f"decoding in the loader workers at every read: in memory they would take {numbers}"
+        return needed <= share * available, f"{gib(needed)}{copies_said} of the {gib(available)} available"
 
 
 def gib(nbytes: float) -> str:
@@ -235,6 +256,13 @@ def frames_for(
     if cache == "auto":
         keep, reason = budget.fits(disk.decoded_bytes(mask_dtype))
         log.info("data.cache=auto, %s frames of %s: %s", len(disk), split, reason)
+    elif cache is True:
+        fits, numbers = budget.fits_at_all(disk.decoded_bytes(mask_dtype))
+        if not fits:
+            raise ConfigError(
+                f"data.cache=true: the {len(disk)} decoded frames of {split} do not fit in memory "
+                f"({numbers}); use data.cache=auto to keep only what fits, or data.cache=false"
+            )
     if not keep:
         return disk
     return MemoryFrames(disk, mask_dtype, threads=usable_cores())

@@ -19,24 +19,16 @@ import multiprocessing
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
 
+from seg.data.frames import Frames
 from seg.errors import DataError, install_hint
 
 #: The item fields every shard holds, in this order.
 FIELDS = ("index", "name", "height", "width", "image", "mask")
-
-
-class Frames(Protocol):
-    """Decoded frames by index (the protocol ``SegmentationDataset`` reads from)."""
-
-    def __len__(self) -> int: ...
-    def read(self, index: int) -> tuple[np.ndarray, np.ndarray]: ...
-    def size(self, index: int) -> tuple[int, int]: ...
-    def name(self, index: int) -> str: ...
 
 
 def _litdata() -> Any:
@@ -219,6 +211,10 @@ class StreamedFrames:
         """The ``(H, W, C)`` uint8 image and ``(H, W)`` class-index mask, as written."""
         item = self.item(index)
         return item["image"], item["mask"]
+
+    def mask(self, index: int) -> np.ndarray:
+        """The ``(H, W)`` class-index mask of frame ``index``."""
+        return self.item(index)["mask"]
 
     def size(self, index: int) -> tuple[int, int]:
         """``(height, width)`` of frame ``index``."""
