@@ -4,13 +4,15 @@ exactly; the sampler over streamed frames splits ranks as over files."""
 from __future__ import annotations
 
 import multiprocessing
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import RESUMABLE, assert_continues_like, run_cli, start_cli, wait_for_checkpoint
 from fixtures import write_folder
 from PIL import Image
 from s3_server import s3_server
@@ -211,3 +213,27 @@ def test_training_from_s3_shards_equals_training_from_the_folder(
     assert folder_numbers.keys() == streamed_numbers.keys()
     for key, value in folder_numbers.items():
         assert streamed_numbers[key] == pytest.approx(value, abs=1e-6, nan_ok=True), key
+
+
+@pytest.mark.slow
+def test_a_run_from_shards_stopped_mid_epoch_resumes_like_an_uninterrupted_folder_run(
+    tmp_path: Path, data_cache: Path, uninterrupted: dict[str, Any]
+) -> None:
+    data = [f"paths.data_dir={data_cache}", f"paths.log_dir={tmp_path / 'logs'}"]
+    shards = tmp_path / "shards"
+    written = run_cli(
+        ["seg.shard", *[o for o in RESUMABLE if o.startswith("data.")], *data, f"output={shards}"],
+        cwd=tmp_path,
+    )
+    assert written.returncode == 0, written.stderr[-3000:]
+    process = start_cli(["seg.train", *RESUMABLE, *data, f"data.stream={shards}"], tmp_path)
+    run_dir = wait_for_checkpoint(tmp_path / "logs" / "train" / "runs", process)
+    time.sleep(0.2)  # into the second epoch
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 143, err[-2000:]
+
+    result = run_cli(["seg.train", f"resume={run_dir}"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    # the streamed order, augmentation seeds and loader position are those of the folder run
+    assert_continues_like(run_dir, uninterrupted)
