@@ -80,19 +80,34 @@ def test_auto_keeps_frames_in_memory_only_when_they_fit(
     caplog.set_level(logging.INFO, logger="seg.data.frames")
     budget = MemoryBudget(share=0.5, num_workers=0)
     monkeypatch.setattr(frames_module, "available_memory", lambda: 2 * needed)  # exactly half
-    kept = frames_for("train", samples, MaskDecoder(3), 3, np.dtype(np.uint8), "auto", budget)
+    kept = frames_for("train", samples, MaskDecoder(3), 3, np.dtype(np.uint8), "auto", budget, training=True)
     assert isinstance(kept, MemoryFrames)
     assert "keeping the decoded frames in memory" in caplog.text
     caplog.clear()
     monkeypatch.setattr(frames_module, "available_memory", lambda: 2 * needed - 1)
-    streamed = frames_for("train", samples, MaskDecoder(3), 3, np.dtype(np.uint8), "auto", budget)
+    streamed = frames_for(
+        "train", samples, MaskDecoder(3), 3, np.dtype(np.uint8), "auto", budget, training=True
+    )
     assert isinstance(streamed, DiskFrames)
     (line,) = [r.getMessage() for r in caplog.records]
     assert "data.cache=auto, 4 frames of train: decoding in the loader workers" in line
-    # true and false keep their meaning whatever the memory
-    assert isinstance(frames_for("train", samples, MaskDecoder(3), 3, np.uint8, True, budget), MemoryFrames)
+    # evaluation splits are decoded at every read, however much memory there is ...
     monkeypatch.setattr(frames_module, "available_memory", lambda: 10**15)
-    assert isinstance(frames_for("train", samples, MaskDecoder(3), 3, np.uint8, False, budget), DiskFrames)
+    caplog.clear()
+    evaluated = frames_for(
+        "val", samples, MaskDecoder(3), 3, np.dtype(np.uint8), "auto", budget, training=False
+    )
+    assert isinstance(evaluated, DiskFrames)
+    assert "data.cache=auto, 4 frames of val: decoding in the loader workers" in caplog.text
+    # ... and true and false keep their meaning whatever the memory
+    monkeypatch.setattr(frames_module, "available_memory", lambda: 2 * needed - 1)
+    assert isinstance(
+        frames_for("train", samples, MaskDecoder(3), 3, np.uint8, True, budget, training=True), MemoryFrames
+    )
+    monkeypatch.setattr(frames_module, "available_memory", lambda: 10**15)
+    assert isinstance(
+        frames_for("train", samples, MaskDecoder(3), 3, np.uint8, False, budget, training=True), DiskFrames
+    )
 
 
 def test_true_refuses_frames_larger_than_all_available_memory(
@@ -102,12 +117,14 @@ def test_true_refuses_frames_larger_than_all_available_memory(
     needed = (24 * 40 * 2 + 32 * 32 + 17 * 9) * 4
     budget = MemoryBudget(share=0.5, num_workers=0)
     monkeypatch.setattr(frames_module, "available_memory", lambda: needed)  # all of it: still kept
-    assert isinstance(frames_for("train", samples, MaskDecoder(3), 3, np.uint8, True, budget), MemoryFrames)
+    assert isinstance(
+        frames_for("train", samples, MaskDecoder(3), 3, np.uint8, True, budget, training=True), MemoryFrames
+    )
     monkeypatch.setattr(frames_module, "available_memory", lambda: needed - 1)
     with pytest.raises(
         ConfigError, match=r"data\.cache=true: the 4 decoded frames of train do not fit.*data\.cache=auto"
     ):
-        frames_for("train", samples, MaskDecoder(3), 3, np.uint8, True, budget)
+        frames_for("train", samples, MaskDecoder(3), 3, np.uint8, True, budget, training=True)
 
 
 def test_spawned_workers_count_as_copies(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -211,10 +211,12 @@ class SegmentationDataModule(pl.LightningDataModule):
             )
         if split not in self.datasets:
             samples = self._split_samples()[split]
+            training = split == "train"
             frames = frames_for(
-                split, samples, self.decoder, self.in_channels, self.mask_dtype, self.cache, self.cache_budget
-            )
-            pipeline = self.train_pipeline if split == "train" else self.eval_pipeline
+                split, samples, self.decoder, self.in_channels, self.mask_dtype, self.cache,
+                self.cache_budget, training,
+            )  # fmt: skip
+            pipeline = self.train_pipeline if training else self.eval_pipeline
             self.datasets[split] = SegmentationDataset(frames, pipeline)
         return self.datasets[split]
 

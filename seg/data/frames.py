@@ -8,10 +8,10 @@ mask alone), ``size(i)`` (``(height, width)``) and ``name(i)`` (what a message c
 
 - ``true``: decode every frame once, in parallel threads, into two contiguous buffers;
 - ``false``: decode in the loader workers at every read;
-- ``auto`` (the default): keep them in memory when their decoded size, read from the file
-  headers, fits ``data.cache_memory_share`` of the memory available, counting one copy per
-  loader worker where workers do not share the parent's pages (spawn, the default outside
-  Linux). One log line says which was chosen and why.
+- ``auto`` (the default): keep the training split in memory when its decoded size, read from
+  the file headers, fits ``data.cache_memory_share`` of the memory available, counting one copy
+  per loader worker where workers do not share the parent's pages (spawn, the default outside
+  Linux); decode evaluation splits at every read. One log line per split says which and why.
 
 Either way every file's header is read first (``read_headers``): a frame whose image and mask
 sizes differ, or a file that is empty or not an image, stops the run before training starts.
@@ -42,6 +42,13 @@ log = logging.getLogger(__name__)
 
 #: The values of ``data.cache``.
 CACHE_CHOICES = (True, False, "auto")
+#: Why ``data.cache=auto`` decodes evaluation splits at every read: a validation pass sends whole
+#: frames through the network, which costs many times their decoding, while a training step on a
+#: crop is cheap enough for decoding to matter. Memory goes where it buys speed.
+EVALUATION_DECODES = (
+    "decoding in the loader workers at every read: evaluation runs whole frames through the "
+    "network, which costs far more than decoding them (data.cache=true keeps them in memory)"
+)
 
 
 class Frames(Protocol):
@@ -249,11 +256,16 @@ def frames_for(
     mask_dtype: np.dtype,
     cache: bool | str,
     budget: MemoryBudget,
+    training: bool,
 ) -> DiskFrames | MemoryFrames:
-    """The frames of ``split`` as ``cache`` says, after reading every file's header."""
+    """The frames of ``split`` as ``cache`` says, after reading every file's header. ``auto``
+    keeps only a ``training`` split in memory (see ``EVALUATION_DECODES``)."""
     disk = DiskFrames(samples, decoder, in_channels, read_headers(samples))
     keep = bool(cache)
-    if cache == "auto":
+    if cache == "auto" and not training:
+        keep, reason = False, EVALUATION_DECODES
+        log.info("data.cache=auto, %s frames of %s: %s", len(disk), split, reason)
+    elif cache == "auto":
         keep, reason = budget.fits(disk.decoded_bytes(mask_dtype))
         log.info("data.cache=auto, %s frames of %s: %s", len(disk), split, reason)
     elif cache is True:
