@@ -29,6 +29,13 @@ class NonFiniteLossError(SegError):
     """The training loss became NaN or infinite (usually a learning rate too high for the loss)."""
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of ``error``'s message (a ``KeyError``'s key without quotes), or the name of
+    its type when it has none: what a one-line message quotes of an error it explains."""
+    text = str(error.args[0] if isinstance(error, KeyError) and error.args else error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def install_hint(extra: str) -> str:
     """The command that adds an optional extra to an installed seg, wheel or checkout alike."""
     return f'pip install "seg[{extra}]"'

@@ -14,14 +14,15 @@ from seg.command import command
 from seg.errors import exit_on_user_error
 from seg.hardware import tune_allocator
 from seg.inference.evaluation import evaluate
+from seg.overrides import split_override
 
 
 def command_line_data_root() -> str | None:
     """``data.root=DIR`` as given on the command line, if it was: with ``run_dir`` it moves the
     run's saved data to DIR (the composed ``data`` is not used then)."""
     for override in HydraConfig.get().overrides.task:
-        key, _, value = override.partition("=")
-        if key.lstrip("+~") == "data.root":
+        key, value = split_override(override)
+        if key == "data.root":
             return value
     return None
 

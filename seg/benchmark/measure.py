@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from seg.benchmark import quality
 from seg.benchmark import variants as v
 from seg.benchmark.harness import Row, machine, matmul_peak, median_rate, train_step_flops
+from seg.errors import first_line
 
 #: The torch dtype of each Lightning precision, for the matmul peak it is compared with.
 DTYPES = {"32-true": torch.float32, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
@@ -79,7 +80,7 @@ class _Bench:
         except Exception as error:  # compilers fail in many ways: report it, do not stop
             if not compiled:
                 raise
-            note = f"failed: {str(error).splitlines()[0][:120]}"
+            note = f"failed: {first_line(error)[:120]}"
             self.rows.append(Row(name, math.nan, precision, note=note))
             return
         self.runs[name] = run

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from seg.artifacts import atomic_path, write_json
-from seg.errors import SegError, install_hint
+from seg.errors import SegError, first_line, install_hint
 from seg.inference.evaluation import build_datamodule, run_data_config
 from seg.inference.predictor import SIZE_DIVISOR_KEY, load_model
 from seg.inference.quantize import Calibration, Int8Settings, calibration_frames, quantize_onnx
@@ -72,7 +72,7 @@ def to_torchscript(net: nn.Module) -> tuple[torch.jit.ScriptModule, str]:
         children = getattr(copy_, "traced_children", ())
         if not children:
             raise
-        log.info("%s does not script (%s); tracing %s", type(net).__name__, _first_line(error), children)
+        log.info("%s does not script (%s); tracing %s", type(net).__name__, first_line(error), children)
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             for name in children:
@@ -80,11 +80,6 @@ def to_torchscript(net: nn.Module) -> tuple[torch.jit.ScriptModule, str]:
                 setattr(copy_, name, traced)
         scripted, method = torch.jit.script(copy_), "trace"
     return torch.jit.freeze(scripted, preserved_attrs=["num_classes", "in_channels"]), method
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def write_torchscript(net: nn.Module, path: str | os.PathLike[str]) -> tuple[Path, str]:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from seg.errors import SegError, install_hint
+from seg.errors import SegError, first_line, install_hint
 from seg.hardware import best_precision, resolve_device
 from seg.inference.tta import PLAIN, TTA
 from seg.models.inputs import pad_to_multiple
@@ -87,7 +87,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Mo
     except SegError:
         raise
     except Exception as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        reason = first_line(e)
         raise SegError(
             f"cannot load model {path}: expected a .ckpt, TorchScript .pt, .pt2 or .onnx file "
             f"written by seg ({reason})"

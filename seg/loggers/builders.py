@@ -23,7 +23,7 @@ from pytorch_lightning.loggers.logger import rank_zero_experiment
 from pytorch_lightning.utilities import rank_zero_only
 
 from seg.artifacts import write_json
-from seg.errors import ConfigError, install_hint
+from seg.errors import ConfigError, first_line, install_hint
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +109,7 @@ def mlflow_logger(
         try:
             run_id = logger.run_id  # creates the experiment and the run: a bad store fails before training
         except Exception as error:
-            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise ConfigError(f"logger.mlflow.tracking_uri={tracking_uri}: {first}") from error
+            raise ConfigError(f"logger.mlflow.tracking_uri={tracking_uri}: {first_line(error)}") from error
         assert run_id is not None
         _remember(run_dir, "mlflow", run_id)
     return logger

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from seg.errors import SegError, install_hint
+from seg.errors import SegError, first_line, install_hint
 from seg.models.inputs import normalisation, pad_to_multiple
 from seg.models.weights import IMAGENET_MEAN, IMAGENET_STD, load_encoder, resolve_weights
 
@@ -33,14 +33,9 @@ def _smp() -> Any:
         import segmentation_models_pytorch
     except ImportError as error:
         raise SegError(
-            f"model=smp needs the models extra: {install_hint('models')} ({_first_line(error)})"
+            f"model=smp needs the models extra: {install_hint('models')} ({first_line(error)})"
         ) from None
     return segmentation_models_pytorch
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error.args[0] if isinstance(error, KeyError) and error.args else error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _is_download_error(error: BaseException | None) -> bool:
@@ -158,13 +153,13 @@ class SmpNet(nn.Module):
             if encoder_weights is not None and _is_download_error(error):
                 raise SegError(
                     f"model.net.encoder_weights={encoder_weights}: the pretrained weights of "
-                    f"{encoder_name} could not be downloaded ({_first_line(error)}); connect to the "
+                    f"{encoder_name} could not be downloaded ({first_line(error)}); connect to the "
                     "internet once (they are cached in ~/.cache/huggingface), use a local weights "
                     "file or package, or train from scratch with model.net.encoder_weights=null"
                 ) from None
             raise SegError(
                 f"model.net.arch={arch} with model.net.encoder_name={encoder_name} cannot be built: "
-                f"{_first_line(error)}"
+                f"{first_line(error)}"
             ) from None
         if local:
             assert self.weights is not None

@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 import torch
 
-from seg.errors import SegError
+from seg.errors import SegError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +210,7 @@ def read_state_dict(path: str | Path, source: str) -> dict[str, torch.Tensor]:
         # torch.load(weights_only=True) loads tensors and plain containers only: anything else
         # (arbitrary objects, or bytes that are no pickle at all) stops here, unexecuted.
         found = re.search(r"WeightsUnpickler error:\s*(.+?)\n", str(error))
-        reason = found.group(1).strip() if found else _first_line(error)
+        reason = found.group(1).strip() if found else first_line(error)
         raise SegError(
             f"{KEY}={source}: {path.name} is not a plain file of tensors: torch.load(weights_only=True), "
             f"which runs no code from the file, refused it ({reason}); save the weights' state_dict() "
@@ -218,7 +218,7 @@ def read_state_dict(path: str | Path, source: str) -> dict[str, torch.Tensor]:
         ) from None
     except Exception as error:
         raise SegError(
-            f"{KEY}={source}: {path.name} is not a readable weights file ({_first_line(error)})"
+            f"{KEY}={source}: {path.name} is not a readable weights file ({first_line(error)})"
         ) from None
     for wrapper in ("state_dict", "model"):
         if isinstance(state, Mapping) and isinstance(state.get(wrapper), Mapping):
@@ -231,11 +231,6 @@ def read_state_dict(path: str | Path, source: str) -> dict[str, torch.Tensor]:
     if all(key.startswith("module.") for key in tensors):
         tensors = {key[len("module.") :]: value for key, value in tensors.items()}
     return tensors
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _prefixes(keys: Sequence[str]) -> list[str]:

@@ -13,6 +13,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 
 from seg.errors import ConfigError
+from seg.overrides import split_override
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ def other_rank(environ: Mapping[str, str]) -> str | None:
 def _given(argv: Sequence[str], key: str) -> bool:
     """Whether the command line sets ``key`` (to anything but null)."""
     for arg in argv:
-        name, _, value = arg.lstrip("+~").partition("=")
+        name, value = split_override(arg)
         if name == key and value not in ("", "null"):
             return True
     return False

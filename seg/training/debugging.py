@@ -15,6 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from seg.config_tree import leaves, scalar
+from seg.overrides import override_key
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ def debug_changes(config_name: str, overrides: Sequence[str], debugged: DictConf
     Composes ``config_name`` again without it, so Hydra must be initialised (inside
     ``@hydra.main``, or ``initialize_config_dir`` in tests).
     """
-    rest = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] != "debug"]
+    rest = [o for o in overrides if override_key(o) != "debug"]
     return changes(debugged, compose(config_name=config_name, overrides=rest))
 
 

@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from seg.config_tree import leaves
 from seg.errors import ConfigError, SegError
+from seg.overrides import override_key
 from seg.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ SAFE_ON_RESUME = (
 
 
 def _key(override: str) -> str:
-    return override.lstrip("+~").split("=", 1)[0]
+    return override_key(override)
 
 
 def _safe(key: str) -> bool:

@@ -46,7 +46,8 @@ from optuna.trial import TrialState
 from seg.artifacts import write_json
 from seg.command import config_error_message
 from seg.config import validate_train_config
-from seg.errors import ConfigError, print_error
+from seg.errors import ConfigError, first_line, print_error
+from seg.overrides import override_key
 from seg.rundir import RunDir, SweepDir
 from seg.training.callbacks import stop_asked
 from seg.training.debugging import report_debug_changes
@@ -134,7 +135,7 @@ def train_overrides(task_overrides: Sequence[str], space: Mapping[str, BaseDistr
     """
     kept = []
     for item in task_overrides:
-        key = item.split("=", 1)[0].lstrip("+~")
+        key = override_key(item)
         if key == SEARCH or key.startswith(f"{SEARCH}."):
             continue
         if key in space:
@@ -162,16 +163,12 @@ def _check_one_process(trainer: DictConfig) -> None:
         )
 
 
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
-
-
 def _build(key: str, node: DictConfig, **arguments: Any) -> Any:
     """``instantiate(node)``; a wrong ``_target_`` or argument is a ``ConfigError`` naming ``key``."""
     try:
         return instantiate(node, **arguments)
     except InstantiationException as error:
-        raise ConfigError(f"{key}: {_first_line(error.__cause__ or error)}") from None
+        raise ConfigError(f"{key}: {first_line(error.__cause__ or error)}") from None
 
 
 def _sampler(node: DictConfig, number: int) -> optuna.samplers.BaseSampler:
@@ -331,7 +328,7 @@ def open_study(search: Search, direction: str) -> optuna.Study:
         raise
     except Exception as error:
         raise ConfigError(
-            f"{SEARCH}.storage={storage}: cannot open a study there: {_first_line(error)}"
+            f"{SEARCH}.storage={storage}: cannot open a study there: {first_line(error)}"
         ) from None
     started = {
         "overrides": sorted(search.overrides),

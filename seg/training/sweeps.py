@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 from seg.artifacts import atomic_path, write_json
 from seg.errors import SegError, user_message
 from seg.hardware import usable_cores
+from seg.overrides import override_key, split_override
 from seg.reports import tables
 from seg.rundir import METRICS_FILE, RunDir, SweepDir
 from seg.training.callbacks import stop_asked
@@ -49,9 +50,7 @@ def columns(rows: Sequence[dict[str, Any]]) -> tuple[str, ...]:
 
 def _job_row(job: RunDir, varying: set[str]) -> dict[str, Any]:
     overrides = yaml.safe_load(job.overrides.read_text()) or []
-    shown = " ".join(o for o in overrides if o.split("=", 1)[0].lstrip("+~") in varying) or " ".join(
-        overrides
-    )
+    shown = " ".join(o for o in overrides if override_key(o) in varying) or " ".join(overrides)
     row: dict[str, Any] = {"job": job.path.name, "overrides": shown, "run dir": str(job.path)}
     metrics = job.read_metrics()
     if metrics is None:
@@ -92,8 +91,8 @@ def summarize_sweep(sweep_dir: Path) -> list[dict[str, Any]]:
     values: dict[str, set[str]] = {}
     for overrides in per_job:
         for o in overrides:
-            key, _, value = o.partition("=")
-            values.setdefault(key.lstrip("+~"), set()).add(value)
+            key, value = split_override(o)
+            values.setdefault(key, set()).add(value)
     varying = {k for k, v in values.items() if len(v) > 1}
     rows = [_job_row(job, varying) for job in jobs]
     finished = [r for r in rows if str(r.get("status")) == "finished" and tables.is_number(r.get("score"))]
