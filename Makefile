@@ -16,6 +16,9 @@ TORCHVISION ?= torchvision==0.28.0
 TORCH_PIP_ARGS ?=
 ARGS ?=
 PYTEST_ARGS ?=
+# pytest-xdist workers: auto = one per physical core; each test file runs whole on one worker.
+TEST_WORKERS ?= auto
+PARALLEL = $(if $(filter 1,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 STAMP := $(VENV)/.seg-installed
 
@@ -36,11 +39,11 @@ train: install  ## train on the built-in synthetic data (pass overrides with ARG
 sweep: install  ## a CPU-sized learning-rate sweep on the built-in data, with its summary table
 	$(BIN)/python -m seg.train -m model.optimizer.lr=1e-2,3e-3,1e-3,3e-4 trainer.max_epochs=6 $(ARGS)
 
-test: install  ## every test
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+test: install  ## every test, one worker per core (TEST_WORKERS=1: one process)
+	$(BIN)/python -m pytest $(PARALLEL) $(PYTEST_ARGS)
 
 test-fast: install  ## the tests not marked slow
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PARALLEL) -m "not slow" $(PYTEST_ARGS)
 
 docs: install  ## regenerate docs/configuration.md from the composed configs
 	$(BIN)/python -m seg.reports.config_docs

@@ -2,6 +2,7 @@
 table in docs/data.md. Nothing it writes is committed.
 
     python scripts/data_scale.py ROOT [--shards DIR] [--steps 20] [--variants auto,true,false,shards]
+        [--overrides "trainer.limit_val_batches=10"]
 
 ``ROOT`` is a tree in Cityscapes' layout (``scripts/cityscapes_sized.py`` writes one). For each
 variant, one after the other:
@@ -125,6 +126,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--loader-batches", type=int, default=8)
     parser.add_argument("--variants", default="auto,true,false,shards")
+    parser.add_argument("--overrides", default="", help="more seg.train overrides, separated by spaces")
     args = parser.parse_args()
     memory = psutil.virtual_memory()
     print(
@@ -133,7 +135,7 @@ def main() -> None:
         )
     )
     for variant in args.variants.split(","):
-        overrides = variant_overrides(variant, args.shards)
+        overrides = [*variant_overrides(variant, args.shards), *args.overrides.split()]
         row: dict[str, Any] = {"variant": variant}
         run = training_run(args.root, overrides, args.steps)
         row.update(run)

@@ -54,6 +54,23 @@ ONE_EPOCH = [
 ]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under ``pytest -n N`` (pytest-xdist, as ``make test`` runs), each worker gets its own share
+    of the cores, and so does every process its tests start: tests on different workers never
+    compete for a core, so the timings that budgets and progress lines measure stay a test's own."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if worker is None or workers < 2 or not hasattr(os, "sched_setaffinity"):
+        return
+    cores = sorted(os.sched_getaffinity(0))
+    share = cores[int(worker.removeprefix("gw")) % workers :: workers]
+    if share:
+        import torch
+
+        os.sched_setaffinity(0, share)
+        torch.set_num_threads(len(share))
+
+
 def compose_train(overrides: Sequence[str]) -> DictConfig:
     """``conf/train.yaml`` composed with ``overrides``, as the command line would."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
