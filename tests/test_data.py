@@ -287,9 +287,14 @@ def test_values_missing_from_the_mapping_are_one_line_naming_file_values_and_key
     stray[:4, :4] = 128
     Image.fromarray(stray).save(root / "val/masks/000.png")
     mapping = "data.decoder.mask_values={0:0,255:1}"
-    with pytest.raises(DataError) as refused:
-        datamodule(root, "data.num_classes=2", mapping).setup("fit")
+    with pytest.raises(DataError) as refused:  # decoded before training when cached ...
+        datamodule(root, "data.num_classes=2", mapping, "data.cache=true").setup("fit")
     message = str(refused.value)
+    with pytest.raises(DataError) as read:  # ... else when the frame is read, in the same words
+        dm = datamodule(root, "data.num_classes=2", mapping, "data.cache=false")
+        dm.setup("fit")
+        decoded_masks(dm, "val")
+    assert str(read.value) == message
     assert "\n" not in message
     assert message.startswith(f"mask {root / 'val/masks/000.png'} holds values [0, 128, 255], of which [128]")
     assert "not in data.decoder.mask_values={0: 0, 255: 1}" in message

@@ -268,13 +268,13 @@ def test_a_file_corrupted_mid_run_stops_with_its_name_and_resume_finishes(
     shutil.copytree(data_cache, data)
     args = ["seg.train", *RESUMABLE, "data.cache=false", f"paths.log_dir={tmp_path}"]
     args.append(f"paths.data_dir={data}")
-    process = start_cli(args, tmp_path)
-    run_dir = wait_for_checkpoint(tmp_path / "train" / "runs", process)  # the first epoch's end
     images = sorted(data.glob("synthetic-*/train/images/*.png"))
     sampler = SeededSampler(len(images), compose_train(RESUMABLE).data.seed)
     sampler.set_epoch(1)
     broken = images[list(sampler)[-1][0]]  # read last in the second epoch, long after the check
     original = broken.read_bytes()
+    process = start_cli(args, tmp_path)
+    run_dir = wait_for_checkpoint(tmp_path / "train" / "runs", process)  # the first epoch's end
     broken.write_bytes(original[: len(original) // 3])  # the header still reads; the pixels do not
     out, err = process.communicate(timeout=180)
     assert process.returncode == 2, err[-2000:]
