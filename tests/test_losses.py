@@ -257,6 +257,21 @@ def test_tversky_matches_monai(
     torch.testing.assert_close(grad, expected_grad, rtol=1e-5, atol=1e-8)
 
 
+@pytest.mark.parametrize(
+    "loss", [DiceLoss(smooth=1.0, ignore_index=255), TverskyLoss(0.3, 0.7, 1.0, 1.0, 255)]
+)
+def test_overlap_losses_count_in_fp32_under_bf16_autocast(loss: torch.nn.Module) -> None:
+    # 16 x 64 x 64 pixels: a class's summed probability in bf16 keeps 3 significant digits
+    # (16,381 becomes 16,384), in fp32 every pixel
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(16, 4, 64, 64, generator=generator)
+    target = torch.randint(0, 4, (16, 64, 64), generator=generator)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = loss.per_class(logits, target)
+    assert mixed.dtype == torch.float32
+    torch.testing.assert_close(mixed, loss.per_class(logits, target), rtol=0, atol=1e-6)
+
+
 def test_tversky_with_equal_weights_is_dice() -> None:
     # TP / (TP + (FP + FN) / 2) = 2 TP / (sum p + sum t): Dice, with half the smoothing term.
     logits, target = _random_case(3)
