@@ -152,6 +152,19 @@ class SlowSteps(pl.Callback):
         time.sleep(self.seconds)
 
 
+class TruncateAtStep(pl.Callback):
+    """Cuts the file at ``path`` to a third of its bytes as training step ``step`` begins: a file
+    that breaks mid-run, long after the start-up header check (its header still reads)."""
+
+    def __init__(self, path: str, step: int) -> None:
+        self.path, self.step = Path(path), step
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args: object) -> None:
+        if trainer.global_step == self.step:
+            data = self.path.read_bytes()
+            self.path.write_bytes(data[: len(data) // 3])
+
+
 class RecordLearningRate(pl.Callback):
     """Appends ``step lr`` to ``<path>.rank<global rank>`` at every training batch (after the
     callbacks before it have set the rate): one file per process, for the DDP budget test."""

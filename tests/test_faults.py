@@ -266,25 +266,35 @@ def test_a_file_corrupted_mid_run_stops_with_its_name_and_resume_finishes(
     and once the file is fixed, resume= finishes like a run never stopped."""
     data = tmp_path / "data"
     shutil.copytree(data_cache, data)
-    args = ["seg.train", *RESUMABLE, "data.cache=false", f"paths.log_dir={tmp_path}"]
-    args.append(f"paths.data_dir={data}")
     images = sorted(data.glob("synthetic-*/train/images/*.png"))
     sampler = SeededSampler(len(images), compose_train(RESUMABLE).data.seed)
     sampler.set_epoch(1)
     broken = images[list(sampler)[-1][0]]  # read last in the second epoch, long after the check
     original = broken.read_bytes()
-    process = start_cli(args, tmp_path)
-    run_dir = wait_for_checkpoint(tmp_path / "train" / "runs", process)  # the first epoch's end
-    broken.write_bytes(original[: len(original) // 3])  # the header still reads; the pixels do not
-    out, err = process.communicate(timeout=180)
-    assert process.returncode == 2, err[-2000:]
-    error_lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert error_lines == [error_lines[0]] and f"cannot read image {broken}" in error_lines[0], err[-2000:]
-    assert f"resume={run_dir.relative_to(tmp_path)}" in out + err
+    args = [
+        "seg.train",
+        *RESUMABLE,
+        "data.cache=false",
+        f"paths.log_dir={tmp_path}",
+        f"paths.data_dir={data}",
+    ]
+    # cut as step 20 (the second epoch's fifth) begins, in the training process: no race with it
+    args += [
+        "+callbacks.cut._target_=fixtures.TruncateAtStep",
+        f"+callbacks.cut.path={broken}",
+        "+callbacks.cut.step=20",
+    ]
+    result = run_cli(args, cwd=tmp_path, env=WITH_FIXTURES)
+    assert result.returncode == 2, result.stderr[-2000:]
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert error_lines == [error_lines[0]], result.stderr[-2000:]
+    assert f"cannot read image {broken}" in error_lines[0]
+    (run_dir,) = (tmp_path / "train" / "runs").iterdir()
+    assert f"resume={run_dir.relative_to(tmp_path)}" in result.stdout + result.stderr
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    assert 16 < checkpoint["global_step"] < 32  # saved where it failed, late in the second epoch
+    assert 20 < checkpoint["global_step"] < 32  # saved where it failed, late in the second epoch
 
     broken.write_bytes(original)
-    result = run_cli(["seg.train", f"resume={run_dir}"], cwd=tmp_path)
+    result = run_cli(["seg.train", f"resume={run_dir}"], cwd=tmp_path, env=WITH_FIXTURES)
     assert result.returncode == 0, result.stderr[-2000:]
     assert_continues_like(run_dir, uninterrupted)
