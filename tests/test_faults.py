@@ -25,6 +25,7 @@ from conftest import (
     start_cli,
     wait_for_checkpoint,
 )
+from hydra.utils import instantiate
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from seg.artifacts import atomic_path, write_json
@@ -266,8 +267,10 @@ def test_a_file_corrupted_mid_run_stops_with_its_name_and_resume_finishes(
     and once the file is fixed, resume= finishes like a run never stopped."""
     data = tmp_path / "data"
     shutil.copytree(data_cache, data)
-    images = sorted(data.glob("synthetic-*/train/images/*.png"))
-    sampler = SeededSampler(len(images), compose_train(RESUMABLE).data.seed)
+    cfg = compose_train([*RESUMABLE, f"paths.data_dir={data}"])
+    # this run's dataset: the session's data folder holds those of other tests too
+    images = sorted((instantiate(cfg.data).root / "train" / "images").glob("*.png"))
+    sampler = SeededSampler(len(images), cfg.data.seed)
     sampler.set_epoch(1)
     broken = images[list(sampler)[-1][0]]  # read last in the second epoch, long after the check
     original = broken.read_bytes()
