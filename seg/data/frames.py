@@ -262,11 +262,8 @@ def frames_for(
     keeps only a ``training`` split in memory (see ``EVALUATION_DECODES``)."""
     disk = DiskFrames(samples, decoder, in_channels, read_headers(samples))
     keep = bool(cache)
-    if cache == "auto" and not training:
-        keep, reason = False, EVALUATION_DECODES
-        log.info("data.cache=auto, %s frames of %s: %s", len(disk), split, reason)
-    elif cache == "auto":
-        keep, reason = budget.fits(disk.decoded_bytes(mask_dtype))
+    if cache == "auto":
+        keep, reason = budget.fits(disk.decoded_bytes(mask_dtype)) if training else (False, EVALUATION_DECODES)
         log.info("data.cache=auto, %s frames of %s: %s", len(disk), split, reason)
     elif cache is True:
         fits, numbers = budget.fits_at_all(disk.decoded_bytes(mask_dtype))
