@@ -39,6 +39,7 @@ from seg.losses import (
     TverskyLoss,
     WeightedSum,
 )
+from seg.losses.common import valid_target
 from seg.training.pipeline import train
 
 LOGITS = torch.tensor([[[[0.0, math.log(3.0)]], [[0.0, 0.0]]]])  # (1, 2, 1, 2)
@@ -270,6 +271,60 @@ def test_overlap_losses_count_in_fp32_under_bf16_autocast(loss: torch.nn.Module)
         mixed = loss.per_class(logits, target)
     assert mixed.dtype == torch.float32
     torch.testing.assert_close(mixed, loss.per_class(logits, target), rtol=0, atol=1e-6)
+
+
+def _plain_soft_counts(logits: torch.Tensor, target: torch.Tensor, ignore: int) -> tuple[torch.Tensor, ...]:
+    """The soft counts written out with a one-hot target, as a reference for ``SoftCounts``."""
+    valid = (target != ignore).unsqueeze(1)
+    onehot = F.one_hot(target.masked_fill(~valid.squeeze(1), 0), logits.shape[1]).permute(0, 3, 1, 2)
+    probs = logits.double().softmax(dim=1) * valid
+    return (probs * onehot).sum((0, 2, 3)), probs.sum((0, 2, 3))
+
+
+@pytest.mark.parametrize("chunk_elements", [1, 300, 1 << 24])  # one image a chunk, two, all
+def test_soft_counts_and_their_gradient_are_the_one_hot_formula_in_any_chunking(
+    chunk_elements: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from seg.losses import overlap
+
+    monkeypatch.setattr(overlap, "CHUNK_ELEMENTS", chunk_elements)
+    generator = torch.Generator().manual_seed(1)
+    logits = torch.randn(5, 3, 7, 6, generator=generator, dtype=torch.float64, requires_grad=True)
+    target = torch.randint(0, 3, (5, 7, 6), generator=generator)
+    target[0, :2] = 255
+    weights = torch.rand(2, 3, generator=generator, dtype=torch.float64)  # d loss / d counts
+    loss = DiceLoss(smooth=1.0, ignore_index=255)
+    counts = loss._soft_counts(logits, target)[:2]
+    expected = _plain_soft_counts(logits, target, 255)
+    for got, want in zip(counts, expected, strict=True):
+        torch.testing.assert_close(got, want)
+
+    def weighted(pair: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return (weights[0] * pair[0]).sum() + (weights[1] * pair[1]).sum()
+
+    (grad,) = torch.autograd.grad(weighted(counts), logits)
+    (expected_grad,) = torch.autograd.grad(weighted(expected), logits)
+    torch.testing.assert_close(grad, expected_grad)
+    labels, valid = valid_target(target, 255)
+    assert torch.autograd.gradcheck(lambda z: overlap.SoftCounts.apply(z, labels, valid), (logits,))
+
+
+@pytest.mark.parametrize(
+    "loss", [DiceLoss(smooth=1.0, ignore_index=255), TverskyLoss(0.3, 0.7, 0.75, 1.0, 255)]
+)
+def test_overlap_losses_keep_no_probability_map_for_the_backward_pass(loss: torch.nn.Module) -> None:
+    # all a loss saves is its inputs (bf16 logits, labels, the valid mask) and per-class vectors:
+    # less than one fp32 probability map, which is what a softmax in the graph would keep
+    logits = torch.randn(4, 19, 64, 64, dtype=torch.bfloat16, requires_grad=True)
+    target = torch.randint(0, 19, (4, 64, 64))
+    saved: list[torch.Tensor] = []
+    hooks = torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t)
+    with hooks, torch.autocast("cpu", dtype=torch.bfloat16):
+        loss(logits, target).backward()
+    unique = {t.data_ptr(): t.numel() * t.element_size() for t in saved}
+    probability_map = logits.numel() * 4
+    assert sum(unique.values()) < probability_map
+    assert logits.grad is not None and torch.isfinite(logits.grad.float()).all()
 
 
 def test_tversky_with_equal_weights_is_dice() -> None:
