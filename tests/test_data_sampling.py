@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch.utils.data import Dataset
 
 from seg.data.sampling import ResumableLoader, SeededSampler, SizeGroupedBatches
+from seg.errors import DataError
 
 
 class _Keys(Dataset):
@@ -60,3 +62,16 @@ def test_eval_batches_hold_one_size_and_ranks_split_them() -> None:
     assert SizeGroupedBatches(sizes, 2).batches == [[0, 2], [3], [1, 4]]
     ranks = [SizeGroupedBatches(sizes, 2, num_replicas=2, rank=r).batches for r in range(2)]
     assert ranks == [[[0, 2], [1, 4]], [[3]]]
+
+
+def test_a_split_of_fewer_batches_than_ranks_is_cut_so_that_every_rank_has_one() -> None:
+    # 8 test frames in one batch of 8, on 2 ranks: 4 each, every frame once (Lightning stops a
+    # rank whose loader is empty)
+    ranks = [SizeGroupedBatches([(4, 4)] * 8, 8, num_replicas=2, rank=r).batches for r in range(2)]
+    assert ranks == [[[0, 1, 2, 3]], [[4, 5, 6, 7]]]
+    three = [SizeGroupedBatches([(4, 4)] * 3, 8, num_replicas=3, rank=r).batches for r in range(3)]
+    assert sorted(i for batches in three for batch in batches for i in batch) == [0, 1, 2]
+    assert all(len(batches) == 1 for batches in three)
+    with pytest.raises(DataError, match="2 evaluation frame"):
+        SizeGroupedBatches([(4, 4)] * 2, 8, num_replicas=3, rank=0)
+    assert SizeGroupedBatches([], 8, num_replicas=2, rank=1).batches == []

@@ -3,6 +3,7 @@ exactly; the sampler over streamed frames splits ranks as over files."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import signal
 import time
@@ -12,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import RESUMABLE, assert_continues_like, run_cli, start_cli, wait_for_checkpoint
+from conftest import RESUMABLE, TINY, assert_continues_like, run_cli, start_cli, wait_for_checkpoint
 from fixtures import write_folder
 from PIL import Image
 from s3_server import s3_server
@@ -237,3 +238,33 @@ def test_a_run_from_shards_stopped_mid_epoch_resumes_like_an_uninterrupted_folde
     assert result.returncode == 0, result.stderr[-2000:]
     # the streamed order, augmentation seeds and loader position are those of the folder run
     assert_continues_like(run_dir, uninterrupted)
+
+
+@pytest.mark.slow
+def test_two_process_ddp_from_shards_trains_as_ddp_from_the_folder(tmp_path: Path, data_cache: Path) -> None:
+    # Two real ranks (gloo): each streams only the frames its sampler gives it, so every number of
+    # the run is the folder run's. Reading the whole dataset, or another rank's part, would change them.
+    overrides = [
+        *[o for o in TINY if not o.startswith(("trainer=", "trainer.max_epochs", "data.generator"))],
+        "data.generator.num_train=32", "data.generator.num_val=17", "data.generator.num_test=8",
+        "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true",
+        "trainer.max_epochs=2", f"paths.data_dir={data_cache}",
+    ]  # fmt: skip
+    shards = tmp_path / "shards"
+    written = run_cli(
+        ["seg.shard", *[o for o in overrides if o.startswith(("data.", "paths."))], f"output={shards}",
+         f"paths.log_dir={tmp_path / 'shard-logs'}"],
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert written.returncode == 0, written.stderr[-3000:]
+    metrics = {}
+    for source, extra in (("folder", []), ("stream", [f"data.stream={shards}"])):
+        logs = f"paths.log_dir={tmp_path / source}"
+        result = run_cli(["seg.train", *overrides, *extra, logs], cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+        (run_dir,) = (tmp_path / source / "train" / "runs").iterdir()
+        metrics[source] = _numbers(json.loads((run_dir / "metrics.json").read_text()))
+    assert any(key.startswith("test") and "dice" in key for key in metrics["folder"]), metrics["folder"]
+    assert metrics["folder"].keys() == metrics["stream"].keys()
+    for key, value in metrics["folder"].items():
+        assert metrics["stream"][key] == pytest.approx(value, abs=1e-6, nan_ok=True), key

@@ -11,6 +11,7 @@ import numpy as np
 from lightning_fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader, Sampler
 
+from seg.errors import DataError
 from seg.hardware import untune_allocator
 
 
@@ -19,7 +20,8 @@ class SizeGroupedBatches(Sampler[list[int]]):
 
     With ``num_replicas > 1`` each rank takes every ``num_replicas``-th batch: every image is
     evaluated exactly once across ranks (no padding, no duplicates), so metrics synchronised
-    across ranks equal those of a single process.
+    across ranks equal those of a single process. A split of fewer batches than ranks is cut into
+    smaller batches, so that every rank has one (Lightning stops a rank given none).
     """
 
     def __init__(
@@ -31,6 +33,16 @@ class SizeGroupedBatches(Sampler[list[int]]):
         batches = [
             indices[i : i + batch_size] for indices in groups.values() for i in range(0, len(indices), batch_size)
         ]
+        while len(batches) < num_replicas and any(len(batch) > 1 for batch in batches):
+            largest = max(range(len(batches)), key=lambda i: len(batches[i]))
+            batch = batches.pop(largest)
+            half = (len(batch) + 1) // 2
+            batches[largest:largest] = [batch[:half], batch[half:]]
+        if batches and len(batches) < num_replicas:
+            raise DataError(
+                f"{len(sizes)} evaluation frame(s) cannot give each of the {num_replicas} processes one; "
+                "evaluate with fewer devices (trainer.devices=...)"
+            )
         self.batches = batches[rank::num_replicas]
 
     def __iter__(self) -> Iterator[list[int]]:
