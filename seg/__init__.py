@@ -1,5 +1,5 @@
 """seg: U-Net semantic segmentation with PyTorch Lightning and Hydra."""
 
-from seg.models.torchvision_compat import declare_missing_operators
+from seg.models.torchvision_compat import check_before_import
 
-declare_missing_operators()  # before torchmetrics or smp import torchvision
+check_before_import()  # torchmetrics and smp import torchvision; torch is imported only then

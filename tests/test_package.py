@@ -4,6 +4,7 @@ from an empty folder of a fresh virtual environment with no checkout in sight.""
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import os
 import re
 import subprocess
@@ -64,6 +65,22 @@ def test_the_environment_make_installs_has_the_pinned_versions() -> None:
         if name in installed and installed[name].split("+")[0] != pinned
     }
     assert not differ, f"pinned, installed: {differ}; run make install, or make constraints to pin these"
+
+
+def test_import_seg_loads_no_torch_and_torchvision_still_imports_after_it() -> None:
+    # torchvision's import is checked (seg.models.torchvision_compat) only when something first
+    # imports it; a PyPI torchvision beside a CPU torch build would otherwise fail right there
+    code = (
+        "import sys, seg; assert 'torch' not in sys.modules, 'import seg loaded torch'; "
+        "import torchmetrics; from seg.models import torchvision_compat as c; "
+        "waiting = any(isinstance(f, c._CheckBeforeImport) for f in sys.meta_path); "
+        "print('torchvision' in sys.modules, not waiting)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    installed = importlib.util.find_spec("torchvision") is not None
+    # torchmetrics imported torchvision (when installed), and the check ran once and left the import path
+    assert result.stdout.split() == [str(installed), str(installed)]
 
 
 def test_the_configs_are_read_from_the_package() -> None:

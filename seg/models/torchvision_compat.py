@@ -10,16 +10,20 @@ torchvision whenever it is installed: every command would stop there.
 The encoders of smp and timm use torchvision's Python models only, never these operators. So
 when the compiled operators do not load, this declares the two schemas torchvision's import
 registers kernels for, and the import succeeds; calling one of those operators still fails.
-``seg/__init__.py`` runs it before anything imports torchvision. With matching builds, or
+``seg/__init__.py`` calls ``check_before_import``, which runs that check when something first
+imports torchvision (not before: ``import seg`` stays free of torch). With matching builds, or
 without torchvision, it does nothing.
 """
 
 from __future__ import annotations
 
+import importlib.abc
 import importlib.util
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -56,3 +60,23 @@ def declare_missing_operators() -> bool:
         library.define(schema)
     _declared.append(library)
     return True
+
+
+class _CheckBeforeImport(importlib.abc.MetaPathFinder):
+    """Runs ``declare_missing_operators`` once, just before the first ``import torchvision``;
+    finds nothing itself, so the import then goes on as usual."""
+
+    def find_spec(
+        self, name: str, path: Sequence[str] | None = None, target: ModuleType | None = None
+    ) -> None:
+        if name == "torchvision":
+            sys.meta_path.remove(self)
+            declare_missing_operators()
+        return None
+
+
+def check_before_import() -> None:
+    """Arrange for ``declare_missing_operators`` to run before torchvision is first imported."""
+    if "torchvision" in sys.modules or any(isinstance(f, _CheckBeforeImport) for f in sys.meta_path):
+        return
+    sys.meta_path.insert(0, _CheckBeforeImport())
