@@ -1,7 +1,10 @@
-"""How every command (``seg-<command>``, or ``python -m seg.<command>``) starts: Hydra composes
-``conf/<command>.yaml`` with the command line, and a mistake on that command line (an unknown key
-or option, bad syntax) ends the command with one ``error:`` line that names it and the fix, as
-every other user error does. ``--help`` prints the command's own page (``seg.command_help``)."""
+"""The one rule of every command (``seg-<command>``, or ``python -m seg.<command>``): Hydra
+composes ``conf/<command>.yaml`` with the command line, then ``seg/<command>.py`` makes one call
+into the library. A mistake on the command line (an unknown key or option, bad syntax) ends the
+command with one ``error:`` line that names it and the fix, as every other user error does;
+``full_traceback=true`` (every command has it, ``conf/_command.yaml``) shows the traceback instead.
+The process is set up here too (the allocator, when the command's ``tune_allocator`` is on), and
+``--help`` prints the command's own page (``seg.command_help``)."""
 
 from __future__ import annotations
 
@@ -20,7 +23,8 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 from seg.command_help import print_help, program_name, wants_help
 from seg.config import CONF_DIR
 from seg.config_tree import leaves
-from seg.errors import USER_ERROR_STATUS, print_error
+from seg.errors import USER_ERROR_STATUS, exit_on_user_error, print_error
+from seg.hardware import tune_allocator
 
 T = TypeVar("T")
 
@@ -84,8 +88,10 @@ def command(
 
     ``extra_overrides(argv)``, when given, adds overrides to the command line before Hydra reads
     it. While Hydra composes the config (a sweep's jobs are all composed before the first one
-    runs) it raises its errors, so they can be reported here; the task runs with Hydra's own
-    reporting as the user's environment sets it.
+    runs) it raises its errors, so they can be reported here. The task then runs with Hydra's own
+    reporting as the user's environment sets it, the allocator tuned when the config's
+    ``tune_allocator`` says so, and a user error (``SegError``) ends it in one line, exit 2;
+    with ``full_traceback=true`` (``conf/_command.yaml``) errors keep their traceback instead.
     """
 
     def decorate(task: Callable[[DictConfig], T]) -> Callable[[], T | None]:
@@ -94,7 +100,12 @@ def command(
         @functools.wraps(task)
         def composed(cfg: DictConfig) -> T:
             _set_env(_RAISE_ERRORS, users_setting)
-            return task(cfg)
+            full_traceback = bool(cfg.get("full_traceback"))
+            if full_traceback:
+                os.environ[_RAISE_ERRORS] = "1"  # Hydra then shows errors whole, its own frames too
+            if cfg.get("tune_allocator"):
+                tune_allocator()
+            return exit_on_user_error(lambda: task(cfg), full_traceback)
 
         hydra_main = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)
         run = hydra_main(composed)

@@ -8,19 +8,12 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from seg.command import command
-from seg.errors import exit_on_user_error
-from seg.inference.formats import export_run
-from seg.inference.quantize import Int8Settings
+from seg.inference.formats import export_from_config
 
 
 @command("export")
 def main(cfg: DictConfig) -> None:
-    model, classes = exit_on_user_error(
-        lambda: export_run(
-            cfg.model_path, cfg.format, cfg.get("output"), Int8Settings(**cfg.int8), cfg.data.root
-        )
-    )
-    print(f"Wrote {model} and {classes}")
+    export_from_config(cfg)
 
 
 if __name__ == "__main__":

@@ -9,23 +9,13 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from seg.command import command
-from seg.errors import SegError, exit_on_user_error, install_hint
-
-
-def _search(cfg: DictConfig) -> float | None:
-    try:
-        from seg.training.search import search
-    except ModuleNotFoundError as error:
-        if error.name != "optuna":
-            raise
-        raise SegError(f"seg.search needs Optuna, in the sweep extra: {install_hint('sweep')}") from None
-    return search(cfg)
+from seg.training.sweeps import run_search
 
 
 @command("search")
 def main(cfg: DictConfig) -> float | None:
     """Run or resume the study; return the best trial's value."""
-    return exit_on_user_error(lambda: _search(cfg), bool(cfg.get("full_traceback")))
+    return run_search(cfg)
 
 
 if __name__ == "__main__":

@@ -9,12 +9,11 @@ from omegaconf import DictConfig
 
 from seg.command import command
 from seg.data.shards import shard_splits
-from seg.errors import exit_on_user_error
 
 
 @command("shard")
 def main(cfg: DictConfig) -> None:
-    exit_on_user_error(lambda: shard_splits(cfg))
+    shard_splits(cfg)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from omegaconf import DictConfig
 
 from seg.command import command, config_error_message
 from seg.config import CONF_DIR
+from seg.errors import SegError
 
 
 def _message(overrides: list[str], config_name: str = "train") -> str:
@@ -128,4 +130,40 @@ def test_a_sweeps_bad_option_is_one_line_before_any_job_runs(
         "dice_lovasz, focal, lovasz, tversky"
     ]
     assert not list((tmp_path / "train" / "multiruns").glob("*/0"))
+    GlobalHydra.instance().clear()
+
+
+def _failing(config_name: str, seen: dict[str, object]) -> Callable[[], None]:
+    def task(cfg: DictConfig) -> None:
+        seen["HYDRA_FULL_ERROR"] = os.environ.get("HYDRA_FULL_ERROR")
+        raise SegError(f"{cfg.task_name} failed")
+
+    return command(config_name)(task)
+
+
+@pytest.mark.parametrize(
+    "config_name", ["train", "evaluate", "predict", "export", "shard", "check_data", "bench"]
+)
+def test_every_command_turns_a_user_error_into_one_line_or_a_traceback_with_full_traceback(
+    config_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    tuned: list[bool] = []
+    monkeypatch.setattr("seg.command.tune_allocator", lambda: tuned.append(True))
+    seen: dict[str, object] = {}
+    args = [f"seg.{config_name}", f"paths.log_dir={tmp_path}", "hydra.output_subdir=null"]
+    monkeypatch.setattr("sys.argv", args)
+    with pytest.raises(SystemExit) as stopped:
+        _failing(config_name, seen)()
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.strip() == f"error: {config_name} failed"
+    assert seen["HYDRA_FULL_ERROR"] is None
+    # the allocator is tuned where the command's config says so (the commands that run a network)
+    assert tuned == ([True] if config_name in ("train", "evaluate", "predict", "bench") else [])
+
+    monkeypatch.setattr("sys.argv", [*args, "full_traceback=true"])
+    with pytest.raises(SegError, match=f"{config_name} failed"):
+        _failing(config_name, seen)()
+    assert seen["HYDRA_FULL_ERROR"] == "1"  # Hydra's own errors come whole too
+    assert "HYDRA_FULL_ERROR" not in os.environ
     GlobalHydra.instance().clear()

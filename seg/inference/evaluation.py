@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -22,6 +23,7 @@ from seg.hardware import resolve_device
 from seg.inference.predictor import Predictor, load_model
 from seg.inference.tta import from_config
 from seg.metrics import build_metrics, metric_key, summarize
+from seg.overrides import split_override
 from seg.reports import tables
 from seg.reports.model_card import write_model_card
 from seg.reports.pictures import confusion_matrix_figure, sample_panel_figure, save_figure
@@ -116,9 +118,26 @@ def markdown_table(rows: Sequence[dict[str, Any]], means: dict[str, float]) -> s
     return f"{table}\nGlobal pixel accuracy: {tables.cell(means['pixel_accuracy'], _percent)}%\n"
 
 
+def run_evaluation(cfg: DictConfig) -> float:
+    """What ``seg.evaluate`` runs: ``evaluate`` with the command's run directory as the default
+    output and a ``data.root=`` given on the command line moving a run's saved data (the composed
+    ``data`` is not used with ``run_dir``); returns the mean Dice, for sweepers."""
+    data_root = _command_line_data_root() if cfg.get("run_dir") else None
+    report = evaluate(cfg, Path(HydraConfig.get().runtime.output_dir), data_root)
+    return float(report["mean"]["dice"])
+
+
+def _command_line_data_root() -> str | None:
+    for override in HydraConfig.get().overrides.task:
+        key, value = split_override(override)
+        if key == "data.root":
+            return value
+    return None
+
+
 def evaluate(cfg: DictConfig, default_output: Path, data_root: str | None = None) -> dict[str, Any]:
     """Score ``cfg.model_path`` (or ``cfg.run_dir``'s ``RunDir.model()``) on ``cfg.split``, with a
-    run's data read from ``data_root`` when given; write the report (``metrics.md``, its JSON twin,
+    run's data read from ``data_root`` when given; write the report (``EvalDir``: a table, its JSON twin,
     pictures) and return its content."""
     if not cfg.get("run_dir") and not cfg.get("model_path"):
         raise SegError(

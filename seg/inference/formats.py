@@ -162,7 +162,7 @@ FORMATS: dict[str, ExportFormat] = {
     "torchscript": ExportFormat(MODEL_FILE, export_torchscript),
     "onnx": ExportFormat("model.onnx", export_onnx),
     "onnx_int8": ExportFormat("model_int8.onnx", export_onnx_int8, calibrated=True),
-    "exported_program": ExportFormat("model.pt2", export_program),
+    "exported_program": ExportFormat(f"{Path(MODEL_FILE).stem}.pt2", export_program),
 }
 
 
@@ -194,7 +194,7 @@ def checkpoint_of(path: Path) -> tuple[Path, RunDir]:
         return run_dir.best_checkpoint(), run_dir
     if path.suffix != ".ckpt":
         raise SegError(f"model_path {path} must be a .ckpt checkpoint or a training run directory")
-    return path, RunDir.of(path.parent.parent)
+    return path, RunDir.of_checkpoint(path)
 
 
 def export_run(
@@ -226,6 +226,15 @@ def export_run(
     if folder == run_dir.export_dir and run_dir.model_card.is_file():
         write_model_card(run_dir)  # the card lists the files written here
     return model_file, classes_file
+
+
+def export_from_config(cfg: Any) -> tuple[Path, Path]:
+    """What ``seg.export`` runs: ``export_run`` with the command's settings; prints what it wrote."""
+    model, classes = export_run(
+        cfg.model_path, cfg.format, cfg.get("output"), Int8Settings(**cfg.int8), cfg.data.root
+    )
+    print(f"Wrote {model} and {classes}")
+    return model, classes
 
 
 def agreement_with_fp32(net: nn.Module, path: Path) -> dict[str, Any]:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
 from PIL import Image
 from tqdm import tqdm
 
@@ -15,7 +17,9 @@ from seg.artifacts import atomic_path
 from seg.data.layouts import IMAGE_EXTENSIONS
 from seg.data.reading import open_image, to_channels
 from seg.errors import DataError, SegError
-from seg.inference.predictor import Predictor
+from seg.hardware import resolve_device
+from seg.inference.predictor import Predictor, load_model
+from seg.inference.tta import from_config
 from seg.reports.pictures import overlay
 from seg.rundir import ClassInfo
 
@@ -91,4 +95,23 @@ def predict_files(
                 report.written.append(path)
             progress.update(len(batch))
         progress.update(len(report.skipped))
+    return report
+
+
+def predict(cfg: DictConfig) -> PredictionReport:
+    """What ``seg.predict`` runs: ``cfg.model_path`` on ``cfg.input`` (an image or a folder), masks
+    and overlays written to ``cfg.output`` (default: the command's run directory). Files that
+    cannot be read are listed, then one error names how many."""
+    model, info, _ = load_model(cfg.model_path, resolve_device(cfg.device))
+    tta = from_config(cfg.get("tta"))
+    predictor = Predictor(
+        model, info.num_classes, cfg.device, str(cfg.precision), cfg.tile_size, cfg.tile_overlap, tta
+    )
+    output = Path(cfg.output) if cfg.get("output") else Path(HydraConfig.get().runtime.output_dir)
+    report = predict_files(predictor, info, Path(cfg.input), output, cfg.batch_size, cfg.alpha)
+    print(f"Wrote {len(report.written)} mask(s) and overlay(s) to {output}; skipped {len(report.skipped)}.")
+    for path, reason in report.skipped:
+        print(f"  skipped {path}: {reason}")
+    if report.skipped:
+        raise SegError(f"{len(report.skipped)} input file(s) could not be read (listed above)")
     return report

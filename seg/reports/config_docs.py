@@ -106,7 +106,7 @@ def _with_bases(path: Path) -> list[Path]:
 
 def comments_for(command: str, choices: dict[str, Any]) -> dict[str, str]:
     """Comments of the files a command's default composition reads."""
-    files = [CONF_DIR / f"{command}.yaml"]
+    files = _with_bases(CONF_DIR / f"{command}.yaml")  # the primary config's bases: _command
     for group, choice in choices.items():
         folder = CONF_DIR / group
         if choice is None or group.startswith("hydra") or not folder.is_dir():

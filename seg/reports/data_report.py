@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
@@ -13,12 +14,14 @@ from seg.errors import SegError, unwrapping_user_errors
 from seg.reports.pictures import save_class_histogram
 
 
-def check_data(cfg: DictConfig, output_dir: Path) -> None:
+def check_data(cfg: DictConfig, output_dir: Path | None = None) -> None:
     """Check every split, print how masks are decoded and the report, write
-    ``class_histogram.png`` and ``report.json``.
+    ``class_histogram.png`` and ``report.json`` into ``output_dir`` (default: the command's run
+    directory), and say that the data can be trained on.
 
     Raises ``SegError`` naming the first problem when the data cannot be trained on as it is.
     """
+    output_dir = Path(HydraConfig.get().runtime.output_dir) if output_dir is None else output_dir
     with unwrapping_user_errors():  # a mistake in the data config (its decoder, ...) is one line
         datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
@@ -54,3 +57,4 @@ def check_data(cfg: DictConfig, output_dir: Path) -> None:
         raise SegError(
             f"{len(reasons)} problem(s) found, the data cannot be trained on as it is; first: {reasons[0]}"
         )
+    print("OK: the data can be trained on.")

@@ -21,7 +21,6 @@ from seg.config_tree import print_config_tree
 from seg.data.datamodule import SegmentationDataModule
 from seg.data.stats import MEDIAN_FREQUENCY_POWERS
 from seg.errors import SegError, unwrapping_user_errors, user_message
-from seg.hardware import tune_allocator
 from seg.inference.formats import write_torchscript
 from seg.models.weights import starting_weights
 from seg.module import SegmentationModule
@@ -102,10 +101,6 @@ def train(
         cfg, checkpoint = resume_config(cfg, overrides)
     validate_train_config(cfg)
     OmegaConf.resolve(cfg)
-    phases: list[pl.Callback] = []
-    if cfg.get("tune_allocator", True):
-        tune_allocator()
-        phases.append(ReleaseMemoryBetweenPhases())
     output_dir = Path(cfg.paths.output_dir)
     run_dir = RunDir.of(output_dir, cfg)
     if cfg.get("print_config", True) and other_rank(os.environ) is None:  # only global rank 0 writes
@@ -120,7 +115,7 @@ def train(
     module = build_module(cfg, datamodule)
     history = MetricsHistory()
     stop = GracefulStop()
-    trainer = build_trainer(cfg, [history, stop, *phases, *callbacks])
+    trainer = build_trainer(cfg, [history, stop, ReleaseMemoryBetweenPhases(), *callbacks])
     for callback in trainer.callbacks:
         if isinstance(callback, TrainingBudget):
             callback.start = began
@@ -253,7 +248,7 @@ def _finish(
 
 def network_summary(net: torch.nn.Module) -> dict[str, Any]:
     """The network as the model card describes it: its class, parameter count and the input
-    normalisation ``model.pt`` applies itself."""
+    normalisation the TorchScript model applies itself."""
     mean, std = getattr(net, "mean", None), getattr(net, "std", None)
     return {
         "class": f"{type(net).__module__}.{type(net).__qualname__}",

@@ -1,5 +1,5 @@
-"""Sweeps: each job of a multirun, the value sweepers optimise, the summary table at the end,
-and cores shared between parallel jobs."""
+"""Sweeps: what ``seg.train`` runs, each job of a multirun, the value sweepers optimise, the
+summary table at the end, and cores shared between parallel jobs."""
 
 from __future__ import annotations
 
@@ -16,15 +16,18 @@ import torch
 import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from seg.artifacts import atomic_path, write_json
-from seg.errors import SegError, user_message
+from seg.errors import SegError, install_hint, user_message
 from seg.hardware import usable_cores
 from seg.overrides import override_key, split_override
 from seg.reports import tables
 from seg.rundir import METRICS_FILE, RunDir, SweepDir
 from seg.training.callbacks import stop_asked
+from seg.training.cluster import check_rank
+from seg.training.debugging import report_debug_changes
 from seg.training.pipeline import train
 
 log = logging.getLogger(__name__)
@@ -166,6 +169,30 @@ def objective(metrics: dict[str, Any]) -> float:
     """The value sweepers optimise: the best monitored score (``val/dice``), NaN if there is none."""
     best = metrics.get("best")
     return float("nan") if not best else float(best[metrics["monitor"]])
+
+
+def run_job(cfg: DictConfig) -> float:
+    """What ``seg.train`` runs: one training, or one job of a multirun (``-m``); returns the best
+    monitored value, which a Hydra sweeper optimises."""
+    hydra_cfg = HydraConfig.get()
+    overrides = list(hydra_cfg.overrides.task)
+    check_rank(cfg.trainer)
+    report_debug_changes(cfg, overrides)
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        return sweep_job(cfg, overrides)
+    return objective(train(cfg, overrides))
+
+
+def run_search(cfg: DictConfig) -> float | None:
+    """What ``seg.search`` runs: the Optuna study of ``seg.training.search`` (Optuna comes with the
+    sweep extra); returns the best trial's value."""
+    try:
+        from seg.training.search import search
+    except ModuleNotFoundError as error:
+        if error.name != "optuna":
+            raise
+        raise SegError(f"seg.search needs Optuna, in the sweep extra: {install_hint('sweep')}") from None
+    return search(cfg)
 
 
 def sweep_job(
