@@ -1,7 +1,7 @@
 """Print a Markdown table of CamVid runs: best and last-3 val mIoU, epochs, seconds per epoch.
 
-Reads each run's ``metrics.json`` (the validation history under ``epochs``), so it works on any
-finished or stopped run directory. Usage:
+Reads each run's metrics file (``seg.rundir.METRICS_FILE``: the validation history under
+``epochs``), so it works on any finished or stopped run directory. Usage:
     python scripts/camvid_table.py outputs/camvid_disjoint/runs [more run dirs or parents]
 """
 
@@ -14,6 +14,7 @@ from typing import Any
 
 from seg.metrics import metric_key
 from seg.reports.tables import Column, markdown_table
+from seg.rundir import METRICS_FILE
 
 #: Thin classes shown beside the means: the ones recipes differ on most.
 THIN_CLASSES = ("Pole", "SignSymbol")
@@ -45,15 +46,15 @@ def run_dirs(paths: list[str]) -> list[Path]:
     for path in map(Path, paths):
         found += (
             [path]
-            if (path / "metrics.json").exists()
-            else sorted(p.parent for p in path.glob("*/metrics.json"))
+            if (path / METRICS_FILE).exists()
+            else sorted(p.parent for p in path.glob(f"*/{METRICS_FILE}"))
         )
     return found
 
 
 def row(run: Path) -> dict[str, Any]:
     """The table row of one run, named by the run directory's suffix after its timestamp."""
-    metrics = json.loads((run / "metrics.json").read_text())
+    metrics = json.loads((run / METRICS_FILE).read_text())
     validations = [e for e in metrics["epochs"] if "val/iou" in e]
     best = max(validations, key=lambda e: e["val/iou"])
     last3 = [e["val/iou"] for e in validations[-3:]]

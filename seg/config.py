@@ -19,6 +19,7 @@ from seg.data.stats import MEDIAN_FREQUENCY_POWERS
 from seg.errors import ConfigError
 from seg.hardware import best_precision
 from seg.models.unet import UPSAMPLERS
+from seg.rundir import HYDRA_DIR, RunDir
 from seg.training import cluster
 from seg.training.budget import DURATION
 from seg.training.progress import stderr_is_terminal
@@ -39,9 +40,9 @@ def _run_dir(resume: str | None, runs: str, stamp: str) -> str:
 
 
 def _hydra_subdir(resume: str | None, output_dir: str) -> str:
-    """Where Hydra saves this run's config: ``.hydra``, or beside it when the run continues."""
-    continuing = resume and (resume != AUTO or (Path(output_dir) / ".hydra" / "config.yaml").is_file())
-    return f".hydra/resumed-{datetime.now():%Y-%m-%d_%H-%M-%S}" if continuing else ".hydra"
+    """Where Hydra saves this run's config: ``HYDRA_DIR``, or a folder inside it when the run continues."""
+    continuing = resume and (resume != AUTO or RunDir.of(output_dir).hydra_config.is_file())
+    return f"{HYDRA_DIR}/resumed-{datetime.now():%Y-%m-%d_%H-%M-%S}" if continuing else HYDRA_DIR
 
 
 def _default_resume() -> str | None:

@@ -49,7 +49,7 @@ class SegmentationModule(pl.LightningModule):
         channels_last: keep activations in NHWC, which is faster for convolutions on CPU
             (oneDNN) and on GPU tensor cores.
         compile: ``torch.compile`` the network's calls while fitting (``nn.Module.compile``: in
-            place, so the parameters, checkpoints and the exported ``model.pt`` are those of the
+            place, so the parameters, checkpoints and the exported TorchScript model are those of the
             plain network). The first training step, which compiles, is timed and logged.
         encoder_lr_scale: the learning rate of a pretrained encoder (a network's
             ``encoder_parameters()``) as a multiple of the optimizer's: fine-tuning usually moves

@@ -14,6 +14,7 @@ A run directory (Hydra's ``runtime.output_dir``; ``paths.output_dir`` in the con
     README.md               the model card: a view of the files here (seg.reports.model_card)
     images/                 training curves and the latest validation pictures
     tensorboard/            TensorBoard events (``logger=tensorboard``; the logger config names it)
+    logger_runs.json        the MLflow / W&B run ids a resumed run continues (those loggers only)
     eval/<split>/           ``seg.evaluate`` reports (``EvalDir``)
     export/                 ``seg.export`` output, and exports.json: what it wrote, checked
     <task>.log              Hydra's log of the command (train.log)
@@ -41,6 +42,8 @@ from seg.reports.pictures import default_palette
 if TYPE_CHECKING:
     import pytorch_lightning as pl
 
+#: Hydra's copy of a run's config (``hydra.output_subdir``); a resumed run writes its own inside.
+HYDRA_DIR = ".hydra"
 MODEL_FILE = "model.pt"
 METRICS_FILE = "metrics.json"
 CLASSES_FILE = "classes.json"
@@ -48,6 +51,8 @@ MODEL_CARD_FILE = "README.md"
 #: In an export folder: what each format's file is and how well it agrees with the fp32 model.
 EXPORTS_FILE = "exports.json"
 LAST_CHECKPOINT = "last.ckpt"
+#: The MLflow and W&B run ids, so that a resumed run continues those runs (``seg.loggers``).
+LOGGER_RUNS_FILE = "logger_runs.json"
 #: The config key that says where checkpoints go; every other checkpoint path follows from it.
 CHECKPOINT_DIR_KEY = "callbacks.model_checkpoint.dirpath"
 
@@ -81,6 +86,11 @@ class RunDir:
         return cls(path, _checkpoint_dir(cfg, path))
 
     @classmethod
+    def of_checkpoint(cls, checkpoint: str | Path) -> RunDir:
+        """The run a checkpoint file belongs to: the directory above its checkpoint folder."""
+        return cls.of(Path(checkpoint).parent.parent)
+
+    @classmethod
     def of_trainer(cls, trainer: pl.Trainer, path: str | Path | None = None) -> RunDir:
         """The run a trainer writes: ``path`` (default: the trainer's ``default_root_dir``, which
         is ``paths.output_dir``) and the trainer's checkpoint callback's ``dirpath``."""
@@ -92,11 +102,11 @@ class RunDir:
     # The config.
     @property
     def hydra_config(self) -> Path:
-        return self.path / ".hydra" / "config.yaml"
+        return self.path / HYDRA_DIR / "config.yaml"
 
     @property
     def overrides(self) -> Path:
-        return self.path / ".hydra" / "overrides.yaml"
+        return self.path / HYDRA_DIR / "overrides.yaml"
 
     @property
     def resolved_config(self) -> Path:
@@ -109,7 +119,7 @@ class RunDir:
     @property
     def hydra_settings(self) -> Path:
         """Hydra's own settings of the run (``runtime.choices``: the option of every group)."""
-        return self.path / ".hydra" / "hydra.yaml"
+        return self.path / HYDRA_DIR / "hydra.yaml"
 
     @property
     def run_info(self) -> Path:
@@ -175,6 +185,32 @@ class RunDir:
 
     def eval_dir(self, split: str) -> Path:
         return self.eval_root / split
+
+    @property
+    def logger_runs(self) -> Path:
+        return self.path / LOGGER_RUNS_FILE
+
+    def log_file(self, command: str = "train") -> Path:
+        """Hydra's log of the command that wrote here (``hydra.job.name``: the command's config)."""
+        return self.path / f"{command}.log"
+
+    def entries(self, cfg: DictConfig | None = None) -> set[str]:
+        """The name of everything seg writes at the top of a run directory: the files and folders
+        above, Hydra's log, and the folder each configured logger keeps there (from ``cfg``'s
+        ``logger`` group, default the run's saved config)."""
+        named = {
+            self.hydra_config.parent, self.resolved_config, self.config_tree, self.run_info,
+            self.checkpoints, self.model_file, self.metrics, self.classes, self.model_card,
+            self.images, self.export_dir, self.eval_root, self.logger_runs, self.log_file(),
+        }  # fmt: skip
+        names = {path.name for path in named if path.parent == self.path}
+        if cfg is None:
+            saved = self.saved_config()
+            cfg = OmegaConf.load(saved) if saved else OmegaConf.create()
+        for logger in (cfg.get("logger") or {}).values():
+            if logger and logger.get("name") and "save_dir" in logger:
+                names.add(str(logger.name))  # <save_dir = the run dir>/<name>
+        return names
 
     def read_metrics(self) -> dict[str, Any] | None:
         """The content of ``metrics.json``, or None when the run has not written one."""
@@ -268,7 +304,7 @@ class SweepDir:
 
     def jobs(self) -> list[RunDir]:
         """The job run directories (those with Hydra's overrides), in job order."""
-        found = [p for p in self.path.iterdir() if (p / ".hydra" / "overrides.yaml").is_file()]
+        found = [p for p in self.path.iterdir() if (p / HYDRA_DIR / "overrides.yaml").is_file()]
         found.sort(key=lambda p: (0, int(p.name), "") if p.name.isdigit() else (1, 0, p.name))
         return [RunDir.of(p) for p in found]
 

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
-from conftest import compose_train
+from conftest import REPO, compose_train
 from omegaconf import OmegaConf
 
 from seg.artifacts import write_json
 from seg.errors import SegError
-from seg.rundir import RunDir, SweepDir
+from seg.rundir import EvalDir, RunDir, SweepDir
 
 
 def _saved_run(path: Path, *overrides: str) -> RunDir:
@@ -99,3 +100,36 @@ def test_of_trainer_takes_the_checkpoint_callbacks_folder(tmp_path: Path) -> Non
     ):
         with pytest.raises(RuntimeError, match="no ModelCheckpoint callback with a dirpath"):
             RunDir.of_trainer(unset)
+
+
+def test_every_entry_of_a_real_run_is_named_by_rundir_and_drawn_in_the_layout_doc(cli_run: Path) -> None:
+    run = RunDir.of(cli_run)
+    entries = run.entries()
+    written = {path.name for path in cli_run.iterdir()}
+    assert written <= entries, f"not named by RunDir: {sorted(written - entries)}"
+    assert {".hydra", "train.log", "tensorboard", "checkpoints", "model.pt", "metrics.json"} <= written
+    layout = (REPO / "docs" / "layout.md").read_text()
+    tree = layout.split("## Outputs", 1)[1].split("```")[1]
+    drawn = {line.split("── ", 1)[1].split("/")[0].split()[0] for line in tree.splitlines() if "── " in line}
+    assert entries - drawn == set(), "docs/layout.md's tree misses these"
+
+
+def test_no_module_but_rundir_spells_a_run_file_name(tmp_path: Path) -> None:
+    run = RunDir(tmp_path, tmp_path / "checkpoints")
+    evaluation = EvalDir(tmp_path / "eval" / "test")
+    paths = [
+        run.hydra_config.parent, run.model_file, run.metrics, run.classes, run.last_checkpoint,
+        run.curves, run.val_predictions, run.val_confusion_matrix, run.logger_runs, run.exports,
+        run.resolved_config, run.config_tree, run.run_info, evaluation.report, evaluation.confusion_matrix,
+    ]  # fmt: skip
+    names = sorted({path.name for path in paths})
+    assert len(names) == len(paths)
+    pattern = re.compile("|".join(rf"(?<![\w.]){re.escape(name)}(?![\w])" for name in names))
+    spelled = [
+        f"{path.relative_to(REPO)}:{number}: {line.strip()}"
+        for path in sorted((REPO / "seg").rglob("*.py"))
+        if path.name != "rundir.py"
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if pattern.search(line)
+    ]
+    assert not spelled, "ask seg.rundir for these paths:\n" + "\n".join(spelled)

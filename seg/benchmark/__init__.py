@@ -15,7 +15,7 @@ Variants (``conf/bench.yaml``: ``variants``):
 - ``seg-compiled``: ``seg-default`` with ``model.compile=true`` (``torch.compile`` on the network),
   its first step (the compilation) amortised over an epoch.
 - ``data``: the training dataloader alone, on the configured data and on CamVid when present.
-- ``inference``: the eager network against the TorchScript ``model.pt`` seg writes.
+- ``inference``: the eager network against the TorchScript model a run writes.
 - ``memory``: peak memory of ``lightning-same`` and ``seg-default`` training steps.
 - ``profile``: where a ``seg-default`` training step spends its time, by operator.
 - ``time-to-quality`` (``quality.py``; not in the default list): ``seg.train`` for a fixed

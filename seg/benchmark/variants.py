@@ -204,12 +204,15 @@ def data_loader_rate(cfg: DictConfig, batches: int) -> float:
 def inference_rates(
     cfg: DictConfig, batch: int, device: torch.device, folder: Path, repeats: int = 7
 ) -> dict[str, float]:
-    """Images/s of the configured network, eager and as the ``model.pt`` seg writes, fp32, eval mode."""
+    """Images/s of the configured network, eager and as the TorchScript model a run writes (fp32,
+    eval mode)."""
     from seg.inference.formats import deployable, export_torchscript
 
     net = instantiate(cfg.model.net)
     eager = deployable(net).to(device)
-    scripted = torch.jit.load(str(export_torchscript(net, folder / "bench-model.pt")), map_location=device)
+    scripted = torch.jit.load(
+        str(export_torchscript(net, folder / "bench-torchscript.pt")), map_location=device
+    )
     size = int(cfg.data.image_size)
     x = torch.rand(batch, int(cfg.data.in_channels), size, size, device=device)
     rates = {}

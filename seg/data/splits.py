@@ -103,7 +103,7 @@ class ValidationSplit:
 
     def summary(self, source: str, sizes: dict[str, int]) -> dict[str, Any]:
         """Which frames validate, as JSON with a one-line ``description``, so that numbers from
-        different validation splits are told apart (``metrics.json``, the run's log)."""
+        different validation splits are told apart (the run's metrics and log)."""
         val, train = sizes.get("val", 0), sizes.get("train", 0)
         if source == "sequences":
             line = (

@@ -56,7 +56,7 @@ class OnnxModel:
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Model, ClassInfo, Path]:
     """The model in ``path`` (file or run directory), what its classes are, and the file used.
 
-    A TorchScript model is loaded straight onto ``device``: ``model.pt`` is frozen, so its
+    A TorchScript model is loaded straight onto ``device``: a run's TorchScript model is frozen, so its
     weights and constants (the input normalisation) are not buffers that ``.to()`` would move.
     """
     path = Path(path)

@@ -24,11 +24,9 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from seg.artifacts import write_json
 from seg.errors import ConfigError, first_line, install_hint
+from seg.rundir import LOGGER_RUNS_FILE
 
 log = logging.getLogger(__name__)
-
-#: In the run directory: the MLflow and W&B run ids, so that a resumed run continues those runs.
-RUN_IDS_FILE = "logger_runs.json"
 
 
 def _require(module: str, option: str) -> None:
@@ -40,12 +38,12 @@ def _require(module: str, option: str) -> None:
 
 
 def _remembered(run_dir: str | os.PathLike[str], kind: str) -> str | None:
-    path = Path(run_dir) / RUN_IDS_FILE
+    path = Path(run_dir) / LOGGER_RUNS_FILE
     return json.loads(path.read_text()).get(kind) if path.is_file() else None
 
 
 def _remember(run_dir: str | os.PathLike[str], kind: str, run_id: str) -> None:
-    path = Path(run_dir) / RUN_IDS_FILE
+    path = Path(run_dir) / LOGGER_RUNS_FILE
     ids = json.loads(path.read_text()) if path.is_file() else {}
     write_json(path, {**ids, kind: run_id})
 

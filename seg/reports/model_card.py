@@ -5,9 +5,9 @@ limitations the run itself shows.
 The card is a view of the run's files, rewritten whole (atomically) whenever they change: at the
 end of every training run (also one stopped by a signal or a budget), by ``seg.evaluate`` of the
 run (its split's results), and by ``seg.export`` (the files it wrote and how well they agree with
-the fp32 model). No number in it is typed twice: each is read from ``metrics.json``,
-``classes.json``, ``run_info.json``, the saved configs, ``eval/<split>/metrics.json`` and
-``export/exports.json``; what none of them holds is written as unknown.
+the fp32 model). No number in it is typed twice: each is read from the run's metrics,
+classes, run info and saved configs, each evaluation's metrics and the export record (the files
+``seg.rundir`` names); what none of them holds is written as unknown.
 
 The front matter is the Hugging Face Hub's model-card metadata (``huggingface_hub.ModelCardData``
 with one ``EvalResult`` per split and metric: the ``model-index``), written locally; nothing
@@ -26,7 +26,7 @@ from huggingface_hub import EvalResult, ModelCardData
 from omegaconf import OmegaConf
 
 from seg.artifacts import atomic_path
-from seg.rundir import ClassInfo, EvalDir, RunDir
+from seg.rundir import CLASSES_FILE, MODEL_FILE, ClassInfo, EvalDir, RunDir
 
 #: How the results of a split are named in the card and its ``model-index``.
 _METRICS = (("dice", "mean Dice"), ("iou", "mean IoU"))
@@ -184,7 +184,7 @@ def _model_section(run: _Run) -> list[str]:
         f"- **Architecture:** {architecture}",
         f"- **Parameters:** {parameters:,}" if parameters else f"- **Parameters:** {_UNKNOWN}",
         f"- **Input:** float32 `(B, {run.info.in_channels if run.info else '?'}, H, W)` scaled to [0, 1], "
-        "any H and W; `model.pt` normalises it itself with mean "
+        f"any H and W; `{MODEL_FILE}` normalises it itself with mean "
         f"{network.get('mean', _UNKNOWN)} and std {network.get('std', _UNKNOWN)}",
         "- **Output:** logits `(B, classes, H, W)`; `argmax(1)` gives class indices",
         "",
@@ -328,15 +328,15 @@ def _usage_section(run: _Run) -> list[str]:
 
 
 def snippet(in_channels: int) -> str:
-    """Python that loads ``model.pt`` with ``torch.jit.load`` and predicts; it runs as written from
-    the run directory (the tests run it)."""
+    """Python that loads the run's TorchScript model with ``torch.jit.load`` and predicts; it runs
+    as written from the run directory (the tests run it)."""
     return "\n".join(
         [
             "import json",
             "import torch",
             "",
-            'model = torch.jit.load("model.pt")  # fp32, eval mode',
-            'classes = json.load(open("classes.json"))["class_names"]',
+            f'model = torch.jit.load("{MODEL_FILE}")  # fp32, eval mode',
+            f'classes = json.load(open("{CLASSES_FILE}"))["class_names"]',
             f"image = torch.rand(1, {in_channels}, 240, 320)  # float32 in [0, 1]; any height and width",
             "with torch.no_grad():",
             "    labels = model(image).argmax(1)  # (1, 240, 320) class indices",

@@ -84,8 +84,8 @@ def other_rank_overrides(argv: Sequence[str], environ: Mapping[str, str]) -> lis
     """Hydra overrides that keep a process other than global rank 0 from writing any file.
 
     Every node of a multi-node run starts the same command; the run directory is the one global
-    rank 0 makes, and only rank 0 writes in it. Hydra in any other process would write ``.hydra/``
-    and its log file there too, or, resolving its own timestamp a second later, make a second
+    rank 0 makes, and only rank 0 writes in it. Hydra in any other process would write its config
+    copy and its log file there too, or, resolving its own timestamp a second later, make a second
     run directory. So these processes keep no config copy and log to the console only, and
     unless the run directory is known (``hydra.run.dir=``, ``resume=``, a SLURM job's) their
     Hydra run directory is the working directory: it exists already, so nothing is created.

@@ -4,7 +4,7 @@ Lightning's ``EMAWeightAveraging`` (as ``WeightsEMA``) keeps a copy of the modul
 ``ema = decay * ema + (1 - decay) * weights`` after every optimizer step (the first update copies
 the weights). While validating it swaps the averaged weights in, so ``val/*``, the best
 checkpoint's choice and the validation pictures are those of the EMA. Every checkpoint stores
-the EMA under ``state_dict`` (what ``load_from_checkpoint``, ``model.pt``, testing, ``seg.evaluate``
+the EMA under ``state_dict`` (what ``load_from_checkpoint``, the TorchScript model, testing, ``seg.evaluate``
 and ``seg.predict`` read) and the trained weights under ``current_model_state``, with the
 averaging state beside them, so ``resume=`` continues both where they stopped.
 
@@ -30,7 +30,7 @@ class WeightsEMA(EMAWeightAveraging):
 
     Lightning copies the average into the module at ``on_train_end``, before the checkpoint
     callbacks' own ``on_train_end``, where a ``ModelCheckpoint`` that has not yet written
-    ``last.ckpt`` writes it: that file would then hold the average as the trained weights, and a
+    its last checkpoint writes it: that file would then hold the average as the trained weights, and a
     run resumed from it (say with more epochs) would continue from the average. Every checkpoint
     already holds the average as its ``state_dict``, and the best one is what is tested and exported.
     """

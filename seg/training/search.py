@@ -4,7 +4,7 @@ The study's settings and search space are ``cfg.search`` (``conf/search/``). Eac
 values become overrides of ``conf/train.yaml``, after the command line's own (so a categorical
 over a config group, ``loss``, picks an option of it), and the trial runs as a job of a multirun
 does: in its own run directory inside the search folder (``<search folder>/<trial number>``, with
-``.hydra/``, ``train.log``, checkpoints and ``metrics.json``). After each validation the trial
+its config, log, checkpoints and metrics: a ``RunDir``). After each validation the trial
 reports the monitored metric to the study, whose pruner may stop it (``PruneTrial``). The search
 ends with the sweep summary (``seg.training.sweeps``) and the best trial's command line.
 
@@ -59,7 +59,7 @@ log = logging.getLogger(__name__)
 TRAIN = "train"
 #: The key of the search's own settings in the composed config (``conf/search/``).
 SEARCH = "search"
-#: A pruned trial's ``status`` in its ``metrics.json`` and in the summary table.
+#: A pruned trial's ``status`` in its metrics (``RunDir.metrics``) and in the summary table.
 PRUNED = "pruned"
 #: Trials that count towards ``search.n_trials``.
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -189,7 +189,7 @@ class PruneTrial(pl.Callback):
     the run with ``optuna.TrialPruned`` when the study's pruner says the trial is unpromising.
 
     Training stops as early stopping stops it, at the end of that epoch, after the checkpoint
-    callback has saved it: the pruned run's best checkpoint, ``model.pt`` and metrics agree. The
+    callback has saved it: the pruned run's best checkpoint, TorchScript model and metrics agree. The
     exception comes as training ends, so the run is neither tested nor counted as finished.
     """
 
