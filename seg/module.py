@@ -18,9 +18,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from seg.classes import default_names, default_palette
 from seg.errors import ConfigError, NonFiniteLossError, unwrapping_user_errors
 from seg.metrics import MeanDice, build_metrics, summarize
-from seg.reports.pictures import default_palette
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class SegmentationModule(pl.LightningModule):
             self.net: nn.Module = instantiate(net)
         self.loss_fn: nn.Module = instantiate(loss)
         num_classes = int(self.net.num_classes)
-        self.class_names = class_names or [f"class_{i}" for i in range(num_classes)]
+        self.class_names = class_names or default_names(num_classes)
         if len(self.class_names) != num_classes:
             raise ValueError(f"{len(self.class_names)} class names for a network with {num_classes} classes")
         self.palette = palette or default_palette(num_classes)

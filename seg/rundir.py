@@ -1,4 +1,4 @@
-"""The files of a training run: every path in a run directory, the best-model rule, ``ClassInfo``.
+"""The files of a training run: every path in a run directory and the best-model rule.
 
 A run directory (Hydra's ``runtime.output_dir``; ``paths.output_dir`` in the config) holds::
 
@@ -35,9 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from seg.artifacts import write_json
 from seg.errors import SegError
-from seg.reports.pictures import default_palette
 
 if TYPE_CHECKING:
     import pytorch_lightning as pl
@@ -309,52 +307,9 @@ class SweepDir:
         return [RunDir.of(p) for p in found]
 
 
-@dataclass
-class ClassInfo:
-    """What the output channels of a model mean: the schema of ``classes.json``."""
-
-    class_names: list[str]
-    palette: list[list[int]]
-    ignore_index: int | None = None
-    in_channels: int = 3
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    @classmethod
-    def generated(cls, num_classes: int, in_channels: int = 3) -> ClassInfo:
-        """Placeholder names and colours, for a model saved without ``classes.json``."""
-        return cls(
-            [f"class_{i}" for i in range(num_classes)], default_palette(num_classes), None, in_channels
-        )
-
-    @classmethod
-    def read(cls, path: Path) -> ClassInfo:
-        data = json.loads(path.read_text())
-        names = list(data["class_names"])
-        palette = data.get("palette") or default_palette(len(names))
-        return cls(names, palette, data.get("ignore_index"), int(data.get("in_channels", 3)))
-
-    @classmethod
-    def beside(cls, model_path: Path) -> Path | None:
-        """The ``classes.json`` next to a model file, or in the run directory above it."""
-        for folder in (model_path.parent, model_path.parent.parent):
-            if (folder / CLASSES_FILE).is_file():
-                return folder / CLASSES_FILE
-        return None
-
-    def write(self, folder: Path) -> Path:
-        """Write ``classes.json`` into ``folder``; return its path."""
-        return write_json(folder / CLASSES_FILE, self.to_json())
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "class_names": self.class_names,
-            "num_classes": self.num_classes,
-            "ignore_index": self.ignore_index,
-            "palette": self.palette,
-            "in_channels": self.in_channels,
-            "input": "float32 (B, C, H, W) scaled to [0, 1]; any H and W (multiples of 16 for ONNX and .pt2)",
-            "output": "logits (B, num_classes, H, W)",
-        }
+def classes_beside(model_path: Path) -> Path | None:
+    """The classes file (``ClassInfo``) next to a model file, or in the run directory above it."""
+    for folder in (model_path.parent, model_path.parent.parent):
+        if (folder / CLASSES_FILE).is_file():
+            return folder / CLASSES_FILE
+    return None

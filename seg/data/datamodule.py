@@ -24,7 +24,7 @@ from seg.data.stats import class_histogram, median_frequency_from_masks
 from seg.data.synthetic import SyntheticScenes
 from seg.data.transforms import Pipeline
 from seg.errors import ConfigError, DataError
-from seg.reports.pictures import default_palette
+from seg.classes import ClassInfo, default_names, default_palette
 
 SPLITS = ("train", "val", "test")
 
@@ -101,7 +101,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         self.generator = generator
         self.root = generator.path(root) if generator is not None else Path(root)
         self.num_classes = num_classes
-        self.class_names = list(class_names) if class_names else [f"class_{i}" for i in range(num_classes)]
+        self.class_names = list(class_names) if class_names else default_names(num_classes)
         self.ignore_index = ignore_index
         self.layout = layout
         self.decoder = decoder
@@ -138,6 +138,11 @@ class SegmentationDataModule(pl.LightningDataModule):
     def palette(self) -> list[list[int]]:
         """One ``[r, g, b]`` per class: configured, fitted by the decoder, or generated."""
         return self.decoder.palette or self._palette or default_palette(self.num_classes)
+
+    @property
+    def classes(self) -> ClassInfo:
+        """What a model trained on this data predicts: names, colours, ignored label, input channels."""
+        return ClassInfo(list(self.class_names), self.palette, self.ignore_index, self.in_channels)
 
     def has_split(self, split: str) -> bool:
         """Whether ``split`` (train, val or test) has data, on disk or carved from train."""

@@ -16,6 +16,7 @@ from omegaconf.errors import InterpolationKeyError
 from tqdm import tqdm
 
 from seg.artifacts import atomic_path, write_json
+from seg.classes import ClassInfo
 from seg.config import CONF_DIR
 from seg.data.datamodule import SegmentationDataModule
 from seg.errors import SegError, unwrapping_user_errors
@@ -27,7 +28,7 @@ from seg.overrides import split_override
 from seg.reports import tables
 from seg.reports.model_card import write_model_card
 from seg.reports.pictures import confusion_matrix_figure, sample_panel_figure, save_figure
-from seg.rundir import ClassInfo, EvalDir, RunDir
+from seg.rundir import EvalDir, RunDir
 
 log = logging.getLogger(__name__)
 

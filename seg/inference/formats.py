@@ -31,7 +31,7 @@ from seg.inference.evaluation import build_datamodule, run_data_config
 from seg.inference.predictor import SIZE_DIVISOR_KEY, load_model
 from seg.inference.quantize import Calibration, Int8Settings, calibration_frames, quantize_onnx
 from seg.reports.model_card import write_model_card
-from seg.rundir import EXPORTS_FILE, MODEL_FILE, RunDir
+from seg.rundir import CLASSES_FILE, EXPORTS_FILE, MODEL_FILE, RunDir
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +221,7 @@ def export_run(
         calibration = Calibration(calibration_frames(datamodule, int8.calibration_images), int8)
     folder = Path(output) if output else run_dir.export_dir
     model_file = export(net, folder / chosen.file_name, fmt, calibration)
-    classes_file = info.write(folder)
+    classes_file = info.write(folder / CLASSES_FILE)
     record_export(folder / EXPORTS_FILE, fmt, model_file, agreement_with_fp32(net, model_file))
     if folder == run_dir.export_dir and run_dir.model_card.is_file():
         write_model_card(run_dir)  # the card lists the files written here

@@ -14,6 +14,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from seg.artifacts import atomic_path
+from seg.classes import ClassInfo
 from seg.data.layouts import IMAGE_EXTENSIONS
 from seg.data.reading import open_image, to_channels
 from seg.errors import DataError, SegError
@@ -21,7 +22,6 @@ from seg.hardware import resolve_device
 from seg.inference.predictor import Predictor, load_model
 from seg.inference.tta import from_config
 from seg.reports.pictures import overlay
-from seg.rundir import ClassInfo
 
 
 @dataclass

@@ -17,11 +17,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from seg.classes import ClassInfo
 from seg.errors import SegError, first_line, install_hint
 from seg.hardware import best_precision, resolve_device
 from seg.inference.tta import PLAIN, TTA
 from seg.models.inputs import pad_to_multiple
-from seg.rundir import CLASSES_FILE, ClassInfo, RunDir
+from seg.rundir import CLASSES_FILE, RunDir, classes_beside
 
 Model = Callable[[torch.Tensor], torch.Tensor]
 
@@ -71,7 +72,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Mo
 
             module = SegmentationModule.load_from_checkpoint(path, map_location="cpu", weights_only=True)
             net: Any = module.net.eval().to(memory_format=torch.contiguous_format)
-            info_file = ClassInfo.beside(path)
+            info_file = classes_beside(path)
             info = (
                 ClassInfo.read(info_file)
                 if info_file
@@ -92,7 +93,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Mo
             f"cannot load model {path}: expected a .ckpt, TorchScript .pt, .pt2 or .onnx file "
             f"written by seg ({reason})"
         ) from None
-    info_file = ClassInfo.beside(path)
+    info_file = classes_beside(path)
     if info_file is not None:
         return model, ClassInfo.read(info_file), path
     num_classes = getattr(model, "num_classes", None)

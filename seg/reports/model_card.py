@@ -26,7 +26,8 @@ from huggingface_hub import EvalResult, ModelCardData
 from omegaconf import OmegaConf
 
 from seg.artifacts import atomic_path
-from seg.rundir import CLASSES_FILE, MODEL_FILE, ClassInfo, EvalDir, RunDir
+from seg.classes import ClassInfo
+from seg.rundir import CLASSES_FILE, MODEL_FILE, EvalDir, RunDir
 
 #: How the results of a split are named in the card and its ``model-index``.
 _METRICS = (("dice", "mean Dice"), ("iou", "mean IoU"))

@@ -5,25 +5,12 @@ Figures are drawn with matplotlib's file-only backend, so no display is ever nee
 
 from __future__ import annotations
 
-import colorsys
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-
-def default_palette(num_classes: int) -> list[list[int]]:
-    """``num_classes`` distinct, deterministic colours (golden-ratio hue steps)."""
-    colours = []
-    for i in range(num_classes):
-        hue = (i * 0.618033988749895) % 1.0
-        saturation = 0.65 + 0.35 * ((i // 7) % 2)
-        value = 0.95 - 0.3 * ((i // 3) % 2)
-        r, g, b = colorsys.hsv_to_rgb(hue, saturation, value)
-        colours.append([round(r * 255), round(g * 255), round(b * 255)])
-    return colours
 
 
 def _pyplot() -> Any:

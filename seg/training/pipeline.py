@@ -27,7 +27,7 @@ from seg.module import SegmentationModule
 from seg.reports.model_card import write_model_card
 from seg.reports.pictures import curves_figure, save_figure
 from seg.reports.run_summary import log_run_summary, shown
-from seg.rundir import ClassInfo, RunDir
+from seg.rundir import RunDir
 from seg.training.budget import TrainingBudget
 from seg.training.callbacks import GracefulStop, MetricsHistory, ReleaseMemoryBetweenPhases
 from seg.training.cluster import other_rank
@@ -226,10 +226,7 @@ def _finish(
         },
         "loggers": locations,
     }
-    info = ClassInfo(
-        datamodule.class_names, datamodule.palette, datamodule.ignore_index, datamodule.in_channels
-    )
-    info.write(run_dir.path)
+    datamodule.classes.write(run_dir.classes)
     write_json(run_dir.metrics, metrics)
     curves = None
     if history.epochs:
@@ -238,7 +235,7 @@ def _finish(
     if finished:
         seg_loggers.log_run_hparams(trainer, cfg, metrics)
     files = [model_path, run_dir.metrics, run_dir.classes, *sorted(run_dir.images.glob("*.png"))]
-    seg_loggers.log_run_outputs(trainer.loggers, run_dir.path, metrics, info.class_names, curves, files)
+    seg_loggers.log_run_outputs(trainer.loggers, run_dir.path, metrics, datamodule.class_names, curves, files)
     seg_loggers.finish(trainer.loggers, status)
     write_model_card(run_dir)
     if finished:
