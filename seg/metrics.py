@@ -24,6 +24,10 @@ from torchmetrics.classification import (
     MulticlassJaccardIndex,
 )
 
+#: What ranks epochs and runs (best checkpoint, early stopping, sweeps) when a run names nothing
+#: else: ``callbacks.model_checkpoint.monitor``'s default (conf/callbacks/default.yaml).
+DEFAULT_MONITOR = "val/dice"
+
 
 def build_metrics(num_classes: int, ignore_index: int | None = None) -> MetricCollection:
     """Accumulators for per-class Dice, IoU, accuracy (recall) and the confusion matrix over a split."""

@@ -31,7 +31,8 @@ def test_the_classes_file_reads_back_what_was_written(tmp_path: Path) -> None:
 
 
 def test_the_data_module_names_its_classes_from_the_data_config(tmp_path: Path) -> None:
-    cfg = compose_train([f"paths.data_dir={tmp_path}", "data=folder", f"data.root={tmp_path}", "data.num_classes=3"])
+    data = ["data=folder", f"data.root={tmp_path}", "data.num_classes=3"]
+    cfg = compose_train([f"paths.data_dir={tmp_path}", *data])
     classes = instantiate(cfg.data).classes
     assert classes == ClassInfo(default_names(3), default_palette(3), cfg.data.ignore_index, 3)
     named = compose_train([f"paths.data_dir={tmp_path}", "data=cityscapes"])

@@ -304,3 +304,14 @@ def test_csv_logger_keeps_the_rows_before_a_resumed_step(tmp_path: Path) -> None
     with (tmp_path / "csv" / "metrics.csv").open(newline="") as file:
         rows = list(csv.DictReader(file))
     assert [(int(r["step"]), r["val/dice"]) for r in rows] == [(0, ""), (10, ""), (20, "0.7")]
+
+
+def test_the_hparams_scores_are_labelled_by_the_monitored_metric() -> None:
+    from seg.loggers import hparams_scores
+
+    best = {"val/dice": 0.7, "val/iou": 0.55, "val/loss": 0.3}
+    assert hparams_scores("val/iou", best) == {"hp/best_val_iou": 0.55, "hp/val_dice_at_best": 0.7}
+    assert hparams_scores("val/dice", best) == {"hp/best_val_dice": 0.7, "hp/val_iou_at_best": 0.55}
+    assert hparams_scores("val/loss", best) == {
+        "hp/best_val_loss": 0.3, "hp/val_dice_at_best": 0.7, "hp/val_iou_at_best": 0.55,
+    }  # fmt: skip

@@ -145,8 +145,21 @@ def report_lines(locations: Mapping[str, Any], shown: Callable[[str], str] = str
     return lines
 
 
+def hparams_scores(monitor: str, best: dict[str, float]) -> dict[str, float]:
+    """The HPARAMS scores of a run's best epoch: ``hp/best_<monitor>`` (what chose the epoch), and
+    the other validation means at that epoch as ``hp/<metric>_at_best``."""
+    label = monitor.replace("/", "_")
+    scores = {f"hp/best_{label}": best.get(monitor, math.nan)}
+    for key in ("val/dice", "val/iou"):
+        if key != monitor:
+            scores[f"hp/{key.replace('/', '_')}_at_best"] = best.get(key, math.nan)
+    return scores
+
+
 def log_run_hparams(trainer: pl.Trainer, cfg: DictConfig, metrics: dict[str, Any]) -> None:
     """This run's settings beside its best scores, for every logger (TensorBoard's HPARAMS tab...)."""
+    from seg.metrics import DEFAULT_MONITOR
+
     flat: dict[str, Any] = {}
 
     def walk(node: Any, prefix: str) -> None:
@@ -168,10 +181,7 @@ def log_run_hparams(trainer: pl.Trainer, cfg: DictConfig, metrics: dict[str, Any
     flat["name"] = run_label(cfg.get("name"), cfg.paths.output_dir)
     flat["tags"] = ", ".join(cfg.get("tags") or [])
     best, test = metrics["best"] or {}, metrics["test"] or {}
-    scores = {
-        "hp/best_val_dice": best.get("val/dice", math.nan),
-        "hp/best_val_iou": best.get("val/iou", math.nan),
-    }
+    scores = hparams_scores(metrics.get("monitor") or DEFAULT_MONITOR, best)
     if "test/dice" in test:
         scores["hp/test_dice"] = test["test/dice"]
     params = {k: v for k, v in flat.items() if v is not None}

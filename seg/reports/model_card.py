@@ -27,6 +27,7 @@ from omegaconf import OmegaConf
 
 from seg.artifacts import atomic_path
 from seg.classes import ClassInfo
+from seg.metrics import DEFAULT_MONITOR
 from seg.rundir import CLASSES_FILE, MODEL_FILE, EvalDir, RunDir
 
 #: How the results of a split are named in the card and its ``model-index``.
@@ -278,7 +279,7 @@ def _results_section(run: _Run, results: dict[str, dict[str, Any]]) -> list[str]
         lines += ["No split was scored.", ""]
     best = run.metrics.get("best") or {}
     if best:
-        monitor = run.metrics.get("monitor", "val/dice")
+        monitor = run.metrics.get("monitor", DEFAULT_MONITOR)
         lines += [f"Best epoch: {best.get('epoch')} ({monitor} {_percent(best.get(monitor))}).", ""]
     for split, result in results.items():
         mean = result["mean"]

@@ -22,6 +22,7 @@ from seg.data.datamodule import SegmentationDataModule
 from seg.data.stats import MEDIAN_FREQUENCY_POWERS
 from seg.errors import SegError, unwrapping_user_errors, user_message
 from seg.inference.formats import write_torchscript
+from seg.metrics import DEFAULT_MONITOR
 from seg.models.weights import starting_weights
 from seg.module import SegmentationModule
 from seg.reports.model_card import write_model_card
@@ -197,7 +198,7 @@ def _finish(
         write_torchscript(best.net, run_dir.model_file) if best is not None else (None, None)
     )
 
-    monitor = checkpoint.monitor or "val/dice"
+    monitor = checkpoint.monitor or DEFAULT_MONITOR
     locations = seg_loggers.where(trainer.loggers)
     metrics = {
         "status": status,

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 
+from seg.metrics import DEFAULT_MONITOR
 from seg.training.budget import TrainingBudget
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,7 @@ class ProgressLog(pl.Callback):
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
         checkpoint = trainer.checkpoint_callback
-        monitor = getattr(checkpoint, "monitor", None) or "val/dice"
+        monitor = getattr(checkpoint, "monitor", None) or DEFAULT_MONITOR
         value = trainer.callback_metrics.get(monitor)
         if value is None:
             return

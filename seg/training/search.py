@@ -47,6 +47,7 @@ from seg.artifacts import write_json
 from seg.command import config_error_message
 from seg.config import validate_train_config
 from seg.errors import ConfigError, first_line, print_error
+from seg.metrics import DEFAULT_MONITOR
 from seg.overrides import override_key
 from seg.rundir import RunDir, SweepDir
 from seg.training.callbacks import stop_asked
@@ -402,7 +403,7 @@ def search(cfg: DictConfig) -> float | None:
         overrides=train_overrides(hydra_cfg.overrides.task, space),
         hydra=hydra_cfg,
         sweep=SweepDir(Path(hydra_cfg.runtime.output_dir)),
-        monitor=OmegaConf.select(cfg, "callbacks.model_checkpoint.monitor", default="val/dice"),
+        monitor=OmegaConf.select(cfg, "callbacks.model_checkpoint.monitor", default=DEFAULT_MONITOR),
     )
     plan.check_trials()
     optuna.logging.disable_default_handler()  # Optuna's lines go to the console and the search's log

@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 from seg.artifacts import atomic_path, write_json
 from seg.errors import SegError, install_hint, user_message
 from seg.hardware import usable_cores
+from seg.metrics import DEFAULT_MONITOR
 from seg.overrides import override_key, split_override
 from seg.reports import tables
 from seg.rundir import METRICS_FILE, RunDir, SweepDir
@@ -63,7 +64,7 @@ def _job_row(job: RunDir, varying: set[str]) -> dict[str, Any]:
     status = metrics.get("status", "?")
     if metrics.get("error"):
         status = f"{status}: {metrics['error']}"
-    monitor = metrics.get("monitor", "val/dice")
+    monitor = metrics.get("monitor", DEFAULT_MONITOR)
     row.update(
         {
             "status": status,
