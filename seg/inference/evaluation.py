@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -161,36 +162,11 @@ def evaluate(cfg: DictConfig, default_output: Path, data_root: str | None = None
     datamodule.prepare_data()
     if not datamodule.has_split(split):
         raise SegError(f"the data in {datamodule.root} has no {split} split; try split=val")
-    loader = datamodule.eval_dataloader(split)
-    dataset = loader.dataset
-    order = [index for batch in loader.batch_sampler for index in batch]
     tta = from_config(cfg.get("tta"))
     predictor = Predictor(
         model, info.num_classes, cfg.device, str(cfg.precision), cfg.tile_size, cfg.tile_overlap, tta
     )
-    metrics = build_metrics(info.num_classes, datamodule.ignore_index)
-    samples: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
-    seen = 0
-    for images, masks in tqdm(loader, desc=f"Evaluating {split}", unit="batch"):
-        predictions = predictor.labels(images)
-        metrics.update(predictions, masks)
-        for k in range(len(images)):
-            if len(samples) < cfg.num_samples:
-                image = images[k].permute(1, 2, 0).numpy()
-                samples.append((order[seen + k], image, masks[k].numpy(), predictions[k].numpy()))
-        seen += len(images)
-    values = metrics.compute()
-    summary = summarize(values, info.class_names, split, datamodule.ignore_index)
-    confmat = values["confmat"].cpu().numpy()
-    share = confmat.sum(1) / max(confmat.sum(), 1)
-    rows = per_class_table(summary, info, share, split)
-    means = {
-        "dice": summary[f"{split}/dice"],
-        "iou": summary[f"{split}/iou"],
-        "class_accuracy": summary[f"{split}/accuracy"],
-        "pixel_accuracy": summary[f"{split}/pixel_accuracy"],
-    }
-
+    scores = _score(predictor, datamodule, split, info, cfg.num_samples)
     if cfg.get("output_dir"):
         output = Path(cfg.output_dir)
     else:
@@ -199,38 +175,94 @@ def evaluate(cfg: DictConfig, default_output: Path, data_root: str | None = None
         "model": model_path,
         "data_root": datamodule.root,
         "split": split,
-        "images": len(dataset),
+        "images": scores.images,
         "validation": datamodule.validation_summary() if split == "val" else None,
         "tta": predictor.tta.settings(),
         "precision": predictor.precision,
-        "mean": means,
-        "per_class": rows,
-        "confusion_matrix": confmat.tolist(),
+        "mean": scores.means,
+        "per_class": scores.rows,
+        "confusion_matrix": scores.confmat.tolist(),
         "class_names": info.class_names,
         "ignore_index": datamodule.ignore_index,
     }
-    files = EvalDir(output)
+    _write_report(
+        EvalDir(output), report, scores, info, datamodule, f"test-time augmentation: {predictor.tta}"
+    )
+    if run_dir is not None and output == run_dir.eval_dir(split):
+        print(f"Model card: {write_model_card(run_dir)} (with these {split} results)", flush=True)
+    return report
+
+
+@dataclass(frozen=True)
+class _Scores:
+    """What scoring a split found: means, the per-class rows, the confusion matrix, samples."""
+
+    images: int
+    means: dict[str, float]
+    rows: list[dict[str, Any]]
+    confmat: np.ndarray
+    samples: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]  # name, image, truth, prediction
+
+
+def _score(
+    predictor: Predictor, datamodule: SegmentationDataModule, split: str, info: ClassInfo, num_samples: int
+) -> _Scores:
+    """Predict every frame of ``split`` and accumulate the metrics; keep the first frames as samples."""
+    loader = datamodule.eval_dataloader(split)
+    dataset = loader.dataset
+    order = [index for batch in loader.batch_sampler for index in batch]
+    metrics = build_metrics(info.num_classes, datamodule.ignore_index)
+    samples: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] = []
+    seen = 0
+    for images, masks in tqdm(loader, desc=f"Evaluating {split}", unit="batch"):
+        predictions = predictor.labels(images)
+        metrics.update(predictions, masks)
+        for k in range(len(images)):
+            if len(samples) < num_samples:
+                name = Path(dataset.frames.name(order[seen + k])).stem
+                image = images[k].permute(1, 2, 0).numpy()
+                samples.append((name, image, masks[k].numpy(), predictions[k].numpy()))
+        seen += len(images)
+    values = metrics.compute()
+    summary = summarize(values, info.class_names, split, datamodule.ignore_index)
+    confmat = values["confmat"].cpu().numpy()
+    share = confmat.sum(1) / max(confmat.sum(), 1)
+    means = {
+        "dice": summary[f"{split}/dice"],
+        "iou": summary[f"{split}/iou"],
+        "class_accuracy": summary[f"{split}/accuracy"],
+        "pixel_accuracy": summary[f"{split}/pixel_accuracy"],
+    }
+    return _Scores(len(dataset), means, per_class_table(summary, info, share, split), confmat, samples)
+
+
+def _write_report(
+    files: EvalDir,
+    report: dict[str, Any],
+    scores: _Scores,
+    info: ClassInfo,
+    datamodule: SegmentationDataModule,
+    augmentation: str,
+) -> None:
+    """The report as JSON and as a Markdown table, the confusion matrix and the sample panels."""
+    split = report["split"]
     write_json(files.metrics, report)
-    table = markdown_table(rows, means)
+    table = markdown_table(scores.rows, scores.means)
     with atomic_path(files.report) as tmp:
-        heading = f"# {split} split of {datamodule.root} ({len(dataset)} images)"
+        heading = f"# {split} split of {datamodule.root} ({scores.images} images)"
         if report["validation"] is not None:
             heading += f"\n\nValidation frames: {report['validation']['description']}"
         tmp.write_text(
-            f"{heading}\n\nModel: `{model_path}`, precision: {predictor.precision}, "
-            f"test-time augmentation: {predictor.tta}\n\n{table}"
+            f"{heading}\n\nModel: `{report['model']}`, precision: {report['precision']}, "
+            f"{augmentation}\n\n{table}"
         )
-    title = f"{split}: {len(dataset)} images"
-    save_figure(confusion_matrix_figure(confmat, info.class_names, title), files.confusion_matrix)
-    for index, image, target, prediction in samples:
-        name = Path(dataset.frames.name(index)).stem
+    title = f"{split}: {scores.images} images"
+    save_figure(confusion_matrix_figure(scores.confmat, info.class_names, title), files.confusion_matrix)
+    for name, image, target, prediction in scores.samples:
         figure = sample_panel_figure(
             image, target, prediction, info.palette, info.class_names, datamodule.ignore_index, name
         )
         save_figure(figure, files.samples / f"{name}.png")
     print(table, flush=True)
     shown = ", ".join(p.name for p in (files.metrics, files.report, files.confusion_matrix))
-    print(f"Report: {output}/ ({shown}, {files.samples.name}/)", flush=True)
-    if run_dir is not None and output == run_dir.eval_dir(split):
-        print(f"Model card: {write_model_card(run_dir)} (with these {split} results)", flush=True)
-    return report
+    print(f"Report: {files.path}/ ({shown}, {files.samples.name}/)", flush=True)

@@ -6,6 +6,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from seg import loggers as seg_loggers
 from seg.artifacts import write_json
-from seg.config import validate_train_config
 from seg.config_tree import print_config_tree
 from seg.data.datamodule import SegmentationDataModule
 from seg.data.stats import MEDIAN_FREQUENCY_POWERS
@@ -31,6 +31,7 @@ from seg.reports.run_summary import log_run_summary, shown
 from seg.rundir import RunDir
 from seg.training.budget import TrainingBudget
 from seg.training.callbacks import GracefulStop, MetricsHistory, ReleaseMemoryBetweenPhases
+from seg.training.checks import validate_train_config
 from seg.training.cluster import other_rank
 from seg.training.provenance import write_run_info
 from seg.training.resume import resume_config
@@ -158,6 +159,18 @@ def train(
     return _finish(cfg, trainer, datamodule, history, time.perf_counter() - start, "finished")
 
 
+@dataclass(frozen=True)
+class _Tested:
+    """What ``_test_and_export`` leaves for the run's record."""
+
+    best_checkpoint: str | None
+    model_path: Path | None
+    export_method: str | None
+    test_metrics: dict[str, float]
+    pretrained: dict[str, Any] | None
+    network: dict[str, Any]
+
+
 def _finish(
     cfg: DictConfig,
     trainer: pl.Trainer,
@@ -167,12 +180,26 @@ def _finish(
     status: str,
     error: BaseException | None = None,
 ) -> dict[str, Any]:
-    """Export the best weights, test them (finished runs), write metrics/classes/curves; return metrics.
+    """Test and export the best weights, then record the run (metrics, classes, curves, loggers,
+    model card); return its metrics.
 
     Also runs after a stop or a failure (``status`` other than ``finished``: no test, no summary).
-    Only the rank-0 process writes files; every rank takes part in testing.
+    Only the rank-0 process writes files (other ranks return ``{}``); every rank takes part in testing.
     """
     run_dir = RunDir.of_trainer(trainer, Path(cfg.paths.output_dir))
+    tested = _test_and_export(cfg, trainer, datamodule, run_dir, status == "finished")
+    if tested is None:
+        return {}
+    metrics = _run_metrics(cfg, trainer, datamodule, history, run_dir, tested, seconds, status, error)
+    _record_and_notify(cfg, trainer, datamodule, history, run_dir, metrics)
+    return metrics
+
+
+def _test_and_export(
+    cfg: DictConfig, trainer: pl.Trainer, datamodule: SegmentationDataModule, run_dir: RunDir, finished: bool
+) -> _Tested | None:
+    """Test the best checkpoint (a finished run with a test split) on every rank; on rank 0 write
+    it as TorchScript. None on the other ranks."""
     pretrained = starting_weights(trainer.lightning_module.net)  # before testing swaps the module
     network = network_summary(trainer.lightning_module.net)
     checkpoint = trainer.checkpoint_callback
@@ -181,9 +208,7 @@ def _finish(
     best = None
     if best_path and Path(best_path).is_file():
         best = SegmentationModule.load_from_checkpoint(best_path, map_location="cpu", weights_only=True)
-
     test_metrics: dict[str, float] = {}
-    finished = status == "finished"
     if (
         finished
         and best is not None
@@ -193,14 +218,30 @@ def _finish(
         results = trainer.test(best, datamodule=datamodule, verbose=False)
         test_metrics = {k: float(v) for k, v in results[0].items()} if results else {}
     if not trainer.is_global_zero:
-        return {}
+        return None
     model_path, export_method = (
         write_torchscript(best.net, run_dir.model_file) if best is not None else (None, None)
     )
+    return _Tested(best_path or None, model_path, export_method, test_metrics, pretrained, network)
 
+
+def _run_metrics(
+    cfg: DictConfig,
+    trainer: pl.Trainer,
+    datamodule: SegmentationDataModule,
+    history: MetricsHistory,
+    run_dir: RunDir,
+    tested: _Tested,
+    seconds: float,
+    status: str,
+    error: BaseException | None,
+) -> dict[str, Any]:
+    """The content of the run's metrics file."""
+    checkpoint = trainer.checkpoint_callback
+    assert checkpoint is not None
     monitor = checkpoint.monitor or DEFAULT_MONITOR
     locations = seg_loggers.where(trainer.loggers)
-    metrics = {
+    return {
         "status": status,
         "stop_reason": stop_reason(trainer, status),
         "error": _error_line(error),
@@ -208,40 +249,53 @@ def _finish(
         "mode": checkpoint.mode,
         "best": history.best(monitor, checkpoint.mode),
         "final": history.epochs[-1] if history.epochs else None,
-        "test": test_metrics or None,
+        "test": tested.test_metrics or None,
         "validation": datamodule.validation_summary(),  # which frames the val numbers are on
-        "pretrained": pretrained,  # None: random initialisation
-        "network": network,
+        "pretrained": tested.pretrained,  # None: random initialisation
+        "network": tested.network,
         "train_pixels": datamodule.class_pixels("train"),  # the model card's class shares
         "epochs": history.epochs,
         "train_seconds": round(seconds, 1),
         "resumed": bool(cfg.get("resume")),
-        "torchscript_method": export_method,  # script, or trace (see seg.inference.formats)
+        "torchscript_method": tested.export_method,  # script, or trace (see seg.inference.formats)
         "paths": {
             "run_dir": run_dir.path,
-            "best_checkpoint": best_path or None,
+            "best_checkpoint": tested.best_checkpoint,
             "last_checkpoint": run_dir.last_checkpoint,
-            "torchscript": model_path,
+            "torchscript": tested.model_path,
             "classes": run_dir.classes,
             "tensorboard": locations.get("tensorboard"),
         },
         "loggers": locations,
     }
+
+
+def _record_and_notify(
+    cfg: DictConfig,
+    trainer: pl.Trainer,
+    datamodule: SegmentationDataModule,
+    history: MetricsHistory,
+    run_dir: RunDir,
+    metrics: dict[str, Any],
+) -> None:
+    """Write the run's classes, metrics, curves and model card; hand them to every logger; end a
+    finished run with its summary lines."""
+    finished = metrics["status"] == "finished"
     datamodule.classes.write(run_dir.classes)
     write_json(run_dir.metrics, metrics)
     curves = None
     if history.epochs:
-        keys = list(dict.fromkeys(["train/loss_epoch", "val/loss", "val/dice", "val/iou", monitor]))
-        curves = save_figure(curves_figure(history.epochs, keys), run_dir.curves)
+        shown_keys = ["train/loss_epoch", "val/loss", "val/dice", "val/iou", metrics["monitor"]]
+        curves = save_figure(curves_figure(history.epochs, list(dict.fromkeys(shown_keys))), run_dir.curves)
     if finished:
         seg_loggers.log_run_hparams(trainer, cfg, metrics)
+    model_path = metrics["paths"]["torchscript"]
     files = [model_path, run_dir.metrics, run_dir.classes, *sorted(run_dir.images.glob("*.png"))]
     seg_loggers.log_run_outputs(trainer.loggers, run_dir.path, metrics, datamodule.class_names, curves, files)
-    seg_loggers.finish(trainer.loggers, status)
+    seg_loggers.finish(trainer.loggers, metrics["status"])
     write_model_card(run_dir)
     if finished:
         log_run_summary(metrics, run_dir)
-    return metrics
 
 
 def network_summary(net: torch.nn.Module) -> dict[str, Any]:
