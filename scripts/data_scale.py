@@ -54,7 +54,9 @@ def loader_rate(root: Path, overrides: list[str], batches: int) -> float:
     from hydra.utils import instantiate
 
     from seg.config import CONF_DIR
+    from seg.hydra_setup import set_up
 
+    set_up()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", ["data=cityscapes", f"data.root={root}", *overrides])
     datamodule = instantiate(cfg.data)

@@ -24,6 +24,7 @@ from hydra import compose, initialize_config_dir
 from seg.benchmark import variants as v
 from seg.config import CONF_DIR
 from seg.hardware import cpu_has_native_bf16, cpu_name
+from seg.hydra_setup import set_up
 
 
 def main() -> None:
@@ -35,6 +36,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     outputs = f"paths.output_dir={tempfile.mkdtemp(prefix='recipe-speed-')}"  # no Hydra run dir here
+    set_up()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         bench = compose("bench", ["base_channels=null", outputs, *args.bench.split()])
     device = v.device_of(bench)

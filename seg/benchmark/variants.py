@@ -23,10 +23,12 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
 
 from seg.benchmark.harness import StepTimer, data_rate, median_rate, peak_memory_mb, sync
-from seg.config import CONF_DIR, validate_train_config
+from seg.config import CONF_DIR
 from seg.data.datamodule import SegmentationDataModule
 from seg.errors import ConfigError, unwrapping_user_errors
 from seg.hardware import resolve_device
+from seg.hydra_setup import set_up
+from seg.training.checks import validate_train_config
 from seg.training.pipeline import build_module, build_trainer
 
 #: The ``trainer`` config for each device the bench runs on.
@@ -43,6 +45,7 @@ TRAINING_VARIANTS: dict[str, list[str]] = {
 
 def compose_train(overrides: Sequence[str]) -> DictConfig:
     """``conf/train.yaml`` composed with ``overrides``, as ``python -m seg.train`` would."""
+    set_up()
     if GlobalHydra.instance().is_initialized():  # inside seg.bench's own Hydra app
         return compose(config_name="train", overrides=list(overrides))
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

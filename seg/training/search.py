@@ -44,13 +44,13 @@ from optuna.distributions import (
 from optuna.trial import TrialState
 
 from seg.artifacts import write_json
-from seg.command import config_error_message
-from seg.config import validate_train_config
+from seg.config_errors import config_error_message
 from seg.errors import ConfigError, first_line, print_error
 from seg.metrics import DEFAULT_MONITOR
 from seg.overrides import override_key
 from seg.rundir import RunDir, SweepDir
 from seg.training.callbacks import stop_asked
+from seg.training.checks import validate_train_config
 from seg.training.debugging import report_debug_changes
 from seg.training.sweeps import columns, markdown, summarize_sweep, sweep_job
 
