@@ -1,63 +1,25 @@
-"""Shared fixtures: tiny generated data, the real composed config shrunk for speed, one trained run."""
+"""Shared fixtures: tiny generated data, the real composed config shrunk for speed, trained runs.
+The helpers they use (and the tests too) are in ``tests/support``."""
 
 from __future__ import annotations
 
-import functools
-import json
 import os
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
+from support import RESUMABLE, TINY, cli_ok, compose_train, metrics_of
 
-import seg.config  # noqa: F401  (registers resolvers)
-
-REPO = Path(__file__).resolve().parents[1]
-CONF_DIR = REPO / "conf"
-
-#: Overrides that make a real training run take seconds: 64x64 images, a narrow U-Net,
-#: everything in the test process (no worker processes, no progress bar).
-TINY = [
-    "data.generator.num_train=128",
-    "data.generator.num_val=16",
-    "data.generator.num_test=16",
-    "data.image_size=64",
-    "data.num_workers=0",
-    "data.batch_size=8",
-    "model.net.base_channels=8",
-    "model.optimizer.lr=3e-3",
-    "trainer=cpu",
-    "trainer.max_epochs=10",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
-    "trainer.log_every_n_steps=2",
-]
-
-
-#: One epoch of a width-4 U-Net on 32x32 crops, in the test process: a real data config trained
-#: only to show that it trains, evaluates and exports.
-ONE_EPOCH = [
-    "data.num_workers=0",
-    "data.batch_size=4",
-    "data.image_size=32",
-    "model.net.base_channels=4",
-    "trainer=cpu",
-    "trainer.max_epochs=1",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
-]
+from seg.hydra_setup import set_up
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """Under ``pytest -n N`` (pytest-xdist, as ``make test`` runs), each worker gets its own share
     of the cores, and so does every process its tests start: tests on different workers never
     compete for a core, so the timings that budgets and progress lines measure stay a test's own."""
+    set_up()  # what every command does first: the resolvers the configs use
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if worker is None or workers < 2 or not hasattr(os, "sched_setaffinity"):
@@ -69,18 +31,6 @@ def pytest_configure(config: pytest.Config) -> None:
 
         os.sched_setaffinity(0, share)
         torch.set_num_threads(len(share))
-
-
-def compose_train(overrides: Sequence[str]) -> DictConfig:
-    """``conf/train.yaml`` composed with ``overrides``, as the command line would."""
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="train", overrides=list(overrides))
-
-
-@functools.cache
-def synthetic_class_names() -> tuple[str, ...]:
-    """The class names of the default data, ``conf/data/synthetic.yaml``."""
-    return tuple(compose_train(["paths.output_dir=unused"]).data.class_names)
 
 
 @pytest.fixture(scope="session")
@@ -114,110 +64,26 @@ def trained_run(data_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> d
     return {"dir": out, "metrics": metrics, "cfg": cfg}
 
 
-def cli_environ() -> dict[str, str]:
-    """This process's environment, with PYTHONPATH set so that commands import this checkout's
-    ``seg`` (not another copy installed in the same environment) and nothing else."""
-    return {**os.environ, "PYTHONPATH": str(REPO)}
-
-
-#: Lets a command started by a test also find ``tests/fixtures.py`` (``_target_: fixtures.X``).
-WITH_FIXTURES = {"PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
-
-
-def run_cli(
-    args: Sequence[str], cwd: Path, timeout: float = 300, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m <args>`` as a user would, from ``cwd``, with ``env`` added to the environment."""
-    env = {**cli_environ(), "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0", **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
 @pytest.fixture(scope="session")
 def cli_run(data_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny training run made through the command line, with its .hydra config: its run dir."""
     logs = tmp_path_factory.mktemp("cli_logs")
     overrides = [o for o in TINY if not o.startswith("trainer.max_epochs")]
-    result = run_cli(
-        [
-            "seg.train",
-            *overrides,
-            "trainer.max_epochs=3",
-            f"paths.log_dir={logs}",
-            f"paths.data_dir={data_cache}",
-        ],
-        cwd=logs,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    args = [
+        "seg.train",
+        *overrides,
+        "trainer.max_epochs=3",
+        f"paths.log_dir={logs}",
+        f"paths.data_dir={data_cache}",
+    ]
+    cli_ok(args, cwd=logs)
     (run_dir,) = (logs / "train" / "runs").iterdir()
     return run_dir
-
-
-#: Four fp32 epochs of 16 steps, two dataloader workers; checkpoints only at epoch ends.
-RESUMABLE = [
-    *[o for o in TINY if not o.startswith(("trainer.max_epochs", "data.num_workers", "trainer=cpu"))],
-    "trainer=cpu",
-    "trainer.precision=32-true",
-    "trainer.max_epochs=4",
-    "data.num_workers=2",
-    "callbacks.step_checkpoint.every_n_train_steps=1000",
-]
-
-
-def start_cli(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    """Start ``python -m <args>`` in the background, with ``env`` added to the environment."""
-    env = {**cli_environ(), "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.Popen(
-        [sys.executable, "-m", *args],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def wait_for_checkpoint(runs: Path, process: subprocess.Popen[str], timeout: float = 120) -> Path:
-    """The run dir under ``runs`` as soon as it holds a ``last.ckpt``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for checkpoint in runs.glob("*/checkpoints/last.ckpt"):
-            return checkpoint.parent.parent
-        assert process.poll() is None, process.communicate()[1][-2000:]
-        time.sleep(0.02)
-    raise AssertionError("no checkpoint appeared")
-
-
-def metrics_of(run_dir: Path) -> dict[str, Any]:
-    """The run's ``metrics.json``."""
-    return json.loads((run_dir / "metrics.json").read_text())
 
 
 @pytest.fixture(scope="session")
 def uninterrupted(tmp_path_factory: pytest.TempPathFactory, data_cache: Path) -> dict[str, Any]:
     """``metrics.json`` of a ``RESUMABLE`` run that nothing stopped, to compare resumed runs with."""
     logs = tmp_path_factory.mktemp("uninterrupted")
-    result = run_cli(
-        ["seg.train", *RESUMABLE, f"paths.log_dir={logs}", f"paths.data_dir={data_cache}"], cwd=logs
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
+    cli_ok(["seg.train", *RESUMABLE, f"paths.log_dir={logs}", f"paths.data_dir={data_cache}"], cwd=logs)
     return metrics_of(next((logs / "train" / "runs").iterdir()))
-
-
-def assert_continues_like(run_dir: Path, uninterrupted: dict[str, Any]) -> None:
-    """The resumed run in ``run_dir`` finished with the epochs, steps and final validation metrics
-    of an uninterrupted one (same seed, fp32 on CPU, the loader's position restored: float
-    summation order is the only freedom left, hence 1e-6)."""
-    resumed = metrics_of(run_dir)
-    assert resumed["status"] == "finished" and resumed["resumed"]
-    assert [(e["epoch"], e["step"]) for e in resumed["epochs"]] == [
-        (e["epoch"], e["step"]) for e in uninterrupted["epochs"]
-    ]
-    for key in ("val/loss", "val/dice", "val/iou"):
-        assert resumed["final"][key] == pytest.approx(uninterrupted["final"][key], abs=1e-6)

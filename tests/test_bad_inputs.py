@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY, compose_train, run_cli
-from fixtures import write_folder
 from PIL import Image
+from support import TINY, compose_train, run_cli
+from support.datasets import write_folder
 
 from seg.errors import SegError, user_message
 from seg.training.pipeline import train

@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import CONF_DIR, run_cli
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig
+from support import CONF_DIR, run_cli
 
 from seg.benchmark import run_bench
 from seg.benchmark.quality import UNBOUNDED_EPOCHS

@@ -12,9 +12,9 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import TINY, WITH_FIXTURES, compose_train, run_cli, start_cli, wait_for_checkpoint
-from fixtures import RecordLearningRate
 from hydra.utils import instantiate
+from support import TINY, WITH_SUPPORT, cli_ok, compose_train, start_cli, wait_for_checkpoint
+from support.probes import RecordLearningRate
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from seg.training.budget import BudgetSchedule, TrainingBudget, duration_seconds, duration_text
@@ -96,7 +96,10 @@ def test_learning_rate_reaches_zero_at_the_budget_on_a_machine_twice_as_slow(
     for machine in ("fast", "slow"):
         extra = []
         if machine == "slow":  # each step takes as long again: a machine half as fast
-            extra = ["+callbacks.slow._target_=fixtures.SlowSteps", f"+callbacks.slow.seconds={step_seconds}"]
+            extra = [
+                "+callbacks.slow._target_=support.probes.SlowSteps",
+                f"+callbacks.slow.seconds={step_seconds}",
+            ]
         cfg = compose_train(
             [*BUDGETED, f"paths.data_dir={data_cache}", f"paths.output_dir={tmp_path / machine}",
              f"trainer.max_time={budget}", *extra]
@@ -128,10 +131,11 @@ def _first_lr_after(curve: list[tuple[int, float]], step: int) -> float:
 def test_resume_continues_the_budget_clock(tmp_path: Path, data_cache: Path) -> None:
     """Stopped a fifth or more into a 40 s budget and resumed, the run continues its schedule."""
     args = ["seg.train", *BUDGETED, "trainer.precision=32-true", "trainer.max_time=00:00:00:40",
-            "callbacks.step_checkpoint.every_n_train_steps=40", "+callbacks.slow._target_=fixtures.SlowSteps",
-            "+callbacks.slow.seconds=0.2", f"paths.log_dir={tmp_path}",
+            "callbacks.step_checkpoint.every_n_train_steps=40",
+            "+callbacks.slow._target_=support.probes.SlowSteps", "+callbacks.slow.seconds=0.2",
+            f"paths.log_dir={tmp_path}",
             f"paths.data_dir={data_cache}"]  # fmt: skip
-    process = start_cli(args, tmp_path, env=WITH_FIXTURES)
+    process = start_cli(args, tmp_path, env=WITH_SUPPORT)
     run_dir = wait_for_checkpoint(tmp_path / "train" / "runs", process)
     process.send_signal(signal.SIGTERM)  # 40 steps of at least 0.2 s in: a fifth of the budget or more
     process.communicate(timeout=120)
@@ -144,8 +148,7 @@ def test_resume_continues_the_budget_clock(tmp_path: Path, data_cache: Path) -> 
     lr_at_stop = [lr for s, lr in _lr_curve(run_dir) if s <= stopped_at][-1]
     assert lr_at_stop < 0.9 * LR  # the schedule had moved on
 
-    result = run_cli(["seg.train", f"resume={run_dir}"], cwd=tmp_path, env=WITH_FIXTURES)
-    assert result.returncode == 0, result.stderr[-2000:]
+    cli_ok(["seg.train", f"resume={run_dir}"], cwd=tmp_path, env=WITH_SUPPORT)
     curve = _lr_curve(run_dir)
     # The resumed run starts where the schedule was, not at the base learning rate ...
     assert _first_lr_after(curve, stopped_at) <= lr_at_stop + 0.05 * LR
@@ -166,11 +169,10 @@ def test_ddp_ranks_share_rank_0_clock(tmp_path: Path, data_cache: Path) -> None:
     would hang. Every rank reads rank 0's clock: the same rate at every step, the same last step."""
     record = tmp_path / "lr"
     args = ["seg.train", *BUDGETED, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
-            "trainer.max_time=00:00:00:40", "+callbacks.record._target_=fixtures.RecordLearningRate",
+            "trainer.max_time=00:00:00:40", "+callbacks.record._target_=support.probes.RecordLearningRate",
             f"+callbacks.record.path={record}", f"paths.log_dir={tmp_path}",
             f"paths.data_dir={data_cache}"]  # fmt: skip
-    result = run_cli(args, cwd=tmp_path, timeout=300, env=WITH_FIXTURES)
-    assert result.returncode == 0, result.stderr[-3000:]
+    cli_ok(args, cwd=tmp_path, timeout=300, env=WITH_SUPPORT)
     ranks = [Path(f"{record}.rank{r}").read_text().splitlines() for r in (0, 1)]
     assert len(ranks[0]) > 20
     assert ranks[0] == ranks[1]

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, TINY, compose_train, run_cli
-from fixtures import RecordLearningRate
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+from support import REPO, TINY, compose_train, run_cli
+from support.probes import RecordLearningRate
 
 from seg.training.pipeline import train
 

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CONF_DIR, run_cli
-from fixtures import binary_255, write_folder
 from hydra import compose, initialize_config_dir
 from PIL import Image
+from support import CONF_DIR, run_cli
+from support.datasets import binary_255, write_folder
 
 from seg.reports.data_report import check_data
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import compose_train
 from hydra.utils import instantiate
+from support import compose_train
 
 from seg.classes import ClassInfo, default_names, default_palette
 

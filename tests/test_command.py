@@ -7,14 +7,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import compose_train
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig
+from support import compose_train
 
-from seg.command import command, config_error_message
+from seg.command import command
 from seg.config import CONF_DIR
+from seg.config_errors import config_error_message
 from seg.errors import SegError
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from conftest import REPO
+from support import REPO
 
 from seg.command_help import help_text, program_name
 

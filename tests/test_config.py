@@ -4,13 +4,13 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import compose_train
+from support import compose_train
 
 from seg import hardware
 from seg.benchmark.variants import TRAINERS
-from seg.config import validate_train_config
 from seg.errors import ConfigError
 from seg.hardware import best_precision, resolve_device
+from seg.training.checks import validate_train_config
 
 
 def test_default_config_is_valid(make_cfg: Any) -> None:

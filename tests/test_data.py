@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import compose_train, synthetic_class_names
-from fixtures import (
+from hydra.utils import instantiate
+from PIL import Image
+from support import compose_train, synthetic_class_names
+from support.datasets import (
     CITYSCAPES_PALETTE,
     binary_255,
     label_map,
@@ -19,8 +21,6 @@ from fixtures import (
     write_folder,
     write_pairs,
 )
-from hydra.utils import instantiate
-from PIL import Image
 
 from seg.data.checks import check_splits
 from seg.data.datamodule import SegmentationDataModule

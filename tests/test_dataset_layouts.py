@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CONF_DIR, ONE_EPOCH, compose_train, run_cli
-from fixtures import label_map, palette_png, photo_of
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from PIL import Image
+from support import CONF_DIR, ONE_EPOCH, compose_train, run_cli
+from support.datasets import label_map, palette_png, photo_of
 
 from seg.data.layouts import FolderLayout
 from seg.errors import DataError

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import (
+from support import (
     RESUMABLE,
     assert_continues_like,
+    cli_ok,
     metrics_of,
-    run_cli,
     start_cli,
     wait_for_checkpoint,
 )
@@ -38,7 +38,7 @@ def test_ema_is_a_hand_computed_average_used_for_validation_checkpoints_and_expo
         f"callbacks.ema.decay={decay}",
         "trainer.max_epochs=1",
         "trainer.limit_train_batches=3",
-        "+callbacks.record._target_=fixtures.RecordWeights",
+        "+callbacks.record._target_=support.probes.RecordWeights",
         f"+callbacks.record.path={record}",
     )
     metrics = train(cfg)
@@ -89,10 +89,7 @@ EMA_RUN = [*RESUMABLE, "callbacks.ema.decay=0.9"]
 def uninterrupted_ema(tmp_path_factory: pytest.TempPathFactory, data_cache: Path) -> Path:
     """The run dir of an ``EMA_RUN`` that nothing stopped."""
     logs = tmp_path_factory.mktemp("uninterrupted_ema")
-    result = run_cli(
-        ["seg.train", *EMA_RUN, f"paths.log_dir={logs}", f"paths.data_dir={data_cache}"], cwd=logs
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
+    cli_ok(["seg.train", *EMA_RUN, f"paths.log_dir={logs}", f"paths.data_dir={data_cache}"], cwd=logs)
     return next((logs / "train" / "runs").iterdir())
 
 
@@ -110,8 +107,7 @@ def test_a_stopped_and_resumed_run_continues_the_average(
     stopped = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert 0 < int(stopped["averaging_state"]["n_averaged"]) < 64
 
-    result = run_cli(["seg.train", f"resume={run_dir}"], cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-2000:]
+    cli_ok(["seg.train", f"resume={run_dir}"], cwd=tmp_path)
     assert_continues_like(run_dir, metrics_of(uninterrupted_ema))
     resumed, reference = (
         torch.load(d / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 import pytorch_lightning as pl
-from conftest import CONF_DIR, TINY, run_cli, synthetic_class_names
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
+from support import CONF_DIR, TINY, cli_ok, run_cli, synthetic_class_names
 
 from seg.errors import SegError
 from seg.inference.evaluation import evaluate
@@ -98,8 +98,7 @@ def test_report_files(trained_run: dict[str, Any], tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_run_dir_from_the_command_line(cli_run: Path) -> None:
-    result = run_cli(["seg.evaluate", f"run_dir={cli_run}", "num_samples=1"], cwd=cli_run)
-    assert result.returncode == 0, result.stderr[-2000:]
+    result = cli_ok(["seg.evaluate", f"run_dir={cli_run}", "num_samples=1"], cwd=cli_run)
     assert "| **mean** |" in result.stdout
     out = cli_run / "eval" / "test"
     assert (out / "metrics.json").is_file() and (out / "confusion_matrix.png").is_file()
@@ -114,8 +113,7 @@ def test_data_root_on_the_command_line_moves_a_runs_data(cli_run: Path, tmp_path
     moved = tmp_path / "moved"
     shutil.copytree(saved_root, moved)
     args = [f"run_dir={cli_run}", "split=val", "precision=32", f"output_dir={tmp_path / 'moved_eval'}"]
-    result = run_cli(["seg.evaluate", *args, f"data.root={moved}"], cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-2000:]
+    cli_ok(["seg.evaluate", *args, f"data.root={moved}"], cwd=tmp_path)
     report = json.loads((tmp_path / "moved_eval" / "metrics.json").read_text())
     assert Path(report["data_root"]).is_relative_to(moved)
 

@@ -13,19 +13,20 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import (
+from hydra.utils import instantiate
+from support import (
     RESUMABLE,
     TINY,
-    WITH_FIXTURES,
+    WITH_SUPPORT,
     assert_continues_like,
     cli_environ,
+    cli_ok,
     compose_train,
     metrics_of,
     run_cli,
     start_cli,
     wait_for_checkpoint,
 )
-from hydra.utils import instantiate
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from seg.artifacts import atomic_path, write_json
@@ -49,8 +50,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(
     assert not (run_dir / "metrics.json").exists()  # it really died before the end
     original_config = (run_dir / ".hydra" / "config.yaml").read_text()
 
-    result = run_cli(["seg.train", f"resume={run_dir}"], cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-2000:]
+    cli_ok(["seg.train", f"resume={run_dir}"], cwd=tmp_path)
     assert_continues_like(run_dir, uninterrupted)
     # Resumed from an epoch's end, the TensorBoard curve has every logged step exactly once.
     events = EventAccumulator(str(run_dir / "tensorboard")).Reload()
@@ -81,8 +81,7 @@ def test_graceful_stop_saves_everything_and_resumes_mid_epoch(
     assert f"Training did not finish (stopped by {sig.name})" in card
     assert "### val: Dice" in card
 
-    result = run_cli(["seg.train", f"resume={run_dir}"], cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-2000:]
+    result = cli_ok(["seg.train", f"resume={run_dir}"], cwd=tmp_path)
     assert "not resumable" not in result.stderr
     assert_continues_like(run_dir, uninterrupted)  # mid-epoch too, the loader continues its order
 
@@ -96,9 +95,9 @@ def test_a_stop_saves_where_the_checkpoint_callback_writes_and_resume_finds_it(
     elsewhere = tmp_path / "elsewhere"
     args = ["seg.train", *[o for o in TINY if not o.startswith("trainer.max_epochs")],
             "trainer.max_epochs=2", f"callbacks.model_checkpoint.dirpath={elsewhere}",
-            "+callbacks.slow._target_=fixtures.SlowSteps", "+callbacks.slow.seconds=0.05",
+            "+callbacks.slow._target_=support.probes.SlowSteps", "+callbacks.slow.seconds=0.05",
             f"paths.log_dir={tmp_path}", f"paths.data_dir={data_cache}"]  # fmt: skip
-    process = start_cli(args, tmp_path, env=WITH_FIXTURES)
+    process = start_cli(args, tmp_path, env=WITH_SUPPORT)
     deadline = time.monotonic() + 120
     while not (elsewhere / "last.ckpt").is_file():  # the end of epoch 0
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1][-2000:]
@@ -114,8 +113,7 @@ def test_a_stop_saves_where_the_checkpoint_callback_writes_and_resume_finds_it(
     assert metrics_of(run_dir)["status"] == "stopped by SIGTERM"
     assert not (run_dir / "checkpoints").exists()
 
-    result = run_cli(["seg.train", f"resume={run_dir}"], cwd=tmp_path, env=WITH_FIXTURES)
-    assert result.returncode == 0, result.stderr[-2000:]
+    cli_ok(["seg.train", f"resume={run_dir}"], cwd=tmp_path, env=WITH_SUPPORT)
     metrics = metrics_of(run_dir)
     assert metrics["status"] == "finished" and metrics["resumed"]
     assert [e["step"] for e in metrics["epochs"]] == [16, 32]
@@ -125,7 +123,7 @@ def test_a_stop_saves_where_the_checkpoint_callback_writes_and_resume_finds_it(
 
 @pytest.mark.slow
 def test_resume_refuses_changes_to_what_is_learned(tmp_path: Path, cli_run: Path) -> None:
-    result = run_cli(["seg.train", f"resume={cli_run}", "model.optimizer.lr=0.1"], cwd=tmp_path)
+    result = cli_ok(["seg.train", f"resume={cli_run}", "model.optimizer.lr=0.1"], cwd=tmp_path)
     assert result.returncode == 2
     assert (
         result.stderr.strip()
@@ -147,7 +145,7 @@ def test_nan_loss_stops_with_epoch_and_step_and_keeps_the_last_good_checkpoint(
 ) -> None:
     cfg = compose_train(
         [*TINY, f"paths.data_dir={data_cache}", f"paths.output_dir={tmp_path}", "trainer.max_epochs=3",
-         "~loss", "+loss._target_=fixtures.NanAfter", "+loss.calls=20"]
+         "~loss", "+loss._target_=support.probes.NanAfter", "+loss.calls=20"]
     )  # fmt: skip
     with pytest.raises(
         NonFiniteLossError, match=r"became nan at epoch 1, step 20; .*lower learning rate .*dice_ce"
@@ -283,11 +281,11 @@ def test_a_file_corrupted_mid_run_stops_with_its_name_and_resume_finishes(
     ]
     # cut as step 20 (the second epoch's fifth) begins, in the training process: no race with it
     args += [
-        "+callbacks.cut._target_=fixtures.TruncateAtStep",
+        "+callbacks.cut._target_=support.probes.TruncateAtStep",
         f"+callbacks.cut.path={broken}",
         "+callbacks.cut.step=20",
     ]
-    result = run_cli(args, cwd=tmp_path, env=WITH_FIXTURES)
+    result = run_cli(args, cwd=tmp_path, env=WITH_SUPPORT)
     assert result.returncode == 2, result.stderr[-2000:]
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert error_lines == [error_lines[0]], result.stderr[-2000:]
@@ -298,6 +296,5 @@ def test_a_file_corrupted_mid_run_stops_with_its_name_and_resume_finishes(
     assert 20 < checkpoint["global_step"] < 32  # saved where it failed, late in the second epoch
 
     broken.write_bytes(original)
-    result = run_cli(["seg.train", f"resume={run_dir}"], cwd=tmp_path, env=WITH_FIXTURES)
-    assert result.returncode == 0, result.stderr[-2000:]
+    result = run_cli(["seg.train", f"resume={run_dir}"], cwd=tmp_path, env=WITH_SUPPORT)
     assert_continues_like(run_dir, uninterrupted)

@@ -11,9 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import pytorch_lightning as pl
-from conftest import ONE_EPOCH, compose_train
-from fixtures import CITYSCAPES_PALETTE, DecodedMasks, binary_255, label_map, write_folder, write_pairs
 from PIL import Image
+from support import ONE_EPOCH, compose_train
+from support.datasets import (
+    CITYSCAPES_PALETTE,
+    binary_255,
+    label_map,
+    write_folder,
+    write_pairs,
+)
+from support.probes import DecodedMasks
 
 from seg.training.pipeline import train
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
-from fixtures import write_folder
 from PIL import Image
+from support.datasets import write_folder
 
 from seg.data import frames as frames_module
 from seg.data.frames import (

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import CONF_DIR, TINY
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from support import CONF_DIR, TINY
 
 import seg.hardware
 from seg.errors import SegError

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import synthetic_class_names
+from support import cli_ok, synthetic_class_names
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from seg.errors import SegError
@@ -264,20 +264,16 @@ def test_wandb_runs_offline_without_an_api_key(make_cfg: Callable[..., Any]) -> 
 @pytest.mark.slow
 def test_a_resumed_run_continues_its_csv_and_mlflow_records(tmp_path: Path, data_cache: Path) -> None:
     pytest.importorskip("mlflow")
-    from conftest import TINY, run_cli
     from mlflow.tracking import MlflowClient
+    from support import TINY
 
     common = [f"paths.log_dir={tmp_path}", f"paths.data_dir={data_cache}", "print_config=false"]
     tiny = [o for o in TINY if not o.startswith("trainer.max_epochs")]
-    first = run_cli(
-        ["seg.train", *tiny, "trainer.max_epochs=1", "logger=[csv,mlflow]", *common], cwd=tmp_path
-    )
-    assert first.returncode == 0, first.stderr[-3000:]
+    cli_ok(["seg.train", *tiny, "trainer.max_epochs=1", "logger=[csv,mlflow]", *common], cwd=tmp_path)
     (run_dir,) = (tmp_path / "train" / "runs").iterdir()
     run_id = json.loads((run_dir / "metrics.json").read_text())["loggers"]["mlflow"]["run_id"]
 
-    resumed = run_cli(["seg.train", f"resume={run_dir}", "trainer.max_epochs=2", *common], cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    cli_ok(["seg.train", f"resume={run_dir}", "trainer.max_epochs=2", *common], cwd=tmp_path)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["resumed"] and metrics["loggers"]["mlflow"]["run_id"] == run_id  # the same MLflow run
     history = MlflowClient(metrics["loggers"]["mlflow"]["tracking_uri"]).get_metric_history(

@@ -25,9 +25,9 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import CONF_DIR, compose_train
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
+from support import CONF_DIR, compose_train
 
 from seg.errors import ConfigError
 from seg.losses import (

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import CONF_DIR
 from hydra import compose, initialize_config_dir
+from support import CONF_DIR
 
 from seg.inference.evaluation import evaluate
 from seg.inference.formats import export_run

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import cli_environ, compose_train
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+from support import cli_environ, compose_train
 
 from seg.module import SegmentationModule
 

@@ -15,9 +15,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TINY, run_cli
 from omegaconf import OmegaConf
 from PIL import Image
+from support import REPO, TINY, cli_ok
 
 from seg.config import CONF_DIR
 
@@ -99,8 +99,7 @@ def test_a_users_own_config_folder_adds_options_beside_the_packages(tmp_path: Pa
     )
     (mine / "data" / "my_scans.yaml").write_text("defaults:\n  - folder\nroot: /scans\nnum_classes: 4\n")
     where = ["--config-dir", str(mine)] if how == "--config-dir" else [f"hydra.searchpath=[file://{mine}]"]
-    done = run_cli(["seg.train", *where, "experiment=mine", "data=my_scans", "--cfg", "job"], cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-2000:]
+    done = cli_ok(["seg.train", *where, "experiment=mine", "data=my_scans", "--cfg", "job"], cwd=tmp_path)
     cfg = OmegaConf.create(done.stdout)
     assert cfg.model.optimizer.lr == 0.0123
     assert (cfg.data.root, cfg.data.num_classes) == ("/scans", 4)

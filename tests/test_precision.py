@@ -51,7 +51,7 @@ from dataclasses import dataclass
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import compose_train
+from support import compose_train
 from torch import nn
 
 from seg.losses import DiceLoss

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import TINY, WITH_FIXTURES, cli_environ
+from support import TINY, WITH_SUPPORT, cli_environ
 
 LINE = re.compile(
     r"\[(\d\d):(\d\d):(\d\d)\]\[seg\.training\.progress\] epoch \d+/\d+ \| step \d+ \| loss \d+\.\d+ \| "
@@ -30,10 +30,10 @@ def test_redirected_output_gets_a_progress_line_every_interval(tmp_path: Path, d
     with log.open("w") as out:
         result = subprocess.run(
             [sys.executable, "-m", "seg.train", *overrides, "trainer.max_epochs=6",
-             "callbacks.progress_log.every_s=5", "+callbacks.slow._target_=fixtures.SlowSteps",
+             "callbacks.progress_log.every_s=5", "+callbacks.slow._target_=support.probes.SlowSteps",
              "+callbacks.slow.seconds=0.2", f"paths.log_dir={tmp_path}", f"paths.data_dir={data_cache}"],
             cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, timeout=600,
-            env={**cli_environ(), **WITH_FIXTURES},
+            env={**cli_environ(), **WITH_SUPPORT},
         )  # fmt: skip
     text = log.read_text()
     assert result.returncode == 0, text[-3000:]

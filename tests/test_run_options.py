@@ -62,7 +62,8 @@ def test_plateau_scheduler_divides_the_rate_when_val_dice_stalls(
         "scheduler=plateau", "scheduler.scheduler.patience=0", "+scheduler.scheduler.threshold_mode=abs",
         "+scheduler.scheduler.threshold=0.2", "trainer.max_epochs=6", "data.generator.num_train=32",
         "trainer.precision=32-true", "logger=none", "print_config=false",
-        "+callbacks.lr_record._target_=fixtures.RecordLearningRate", f"+callbacks.lr_record.path={record}",
+        "+callbacks.lr_record._target_=support.probes.RecordLearningRate",
+        f"+callbacks.lr_record.path={record}",
     )  # fmt: skip
     metrics = train(cfg)
     steps = [line.split() for line in Path(f"{record}.rank0").read_text().splitlines()]

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
-from conftest import REPO, compose_train
 from omegaconf import OmegaConf
+from support import REPO, compose_train
 
 from seg.artifacts import write_json
 from seg.errors import SegError

@@ -12,10 +12,10 @@ from typing import Any
 import optuna
 import pytest
 import yaml
-from conftest import TINY, compose_train, run_cli
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
+from support import TINY, cli_ok, compose_train, run_cli
 
 from seg.errors import ConfigError
 from seg.training.search import override, search_space
@@ -220,7 +220,7 @@ def test_ctrl_c_stops_the_search_and_the_same_command_resumes_it(tmp_path: Path,
     import signal
     import time
 
-    from conftest import start_cli
+    from support import start_cli
 
     args = [*TRIAL, "trainer.max_epochs=15", "search.n_trials=1", "search.pruner=null"]
     args += [f"paths.log_dir={tmp_path}", f"paths.data_dir={data_cache}"]
@@ -236,8 +236,7 @@ def test_ctrl_c_stops_the_search_and_the_same_command_resumes_it(tmp_path: Path,
     first = _trials(storage, "lr")
     assert len(first) == 1  # no trial started after the stop
 
-    done = run_cli(["seg.search", *args], cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-2000:]
+    cli_ok(["seg.search", *args], cwd=tmp_path)
     trials = _trials(storage, "lr")
     assert trials[0].params == first[0].params and trials[0].state == TrialState.FAIL  # kept
     assert [t.state for t in trials[1:]] == [TrialState.COMPLETE]

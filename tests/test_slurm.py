@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import (
+from support import (
     RESUMABLE,
-    WITH_FIXTURES,
+    WITH_SUPPORT,
     assert_continues_like,
+    cli_ok,
     metrics_of,
-    run_cli,
     start_cli,
     wait_for_checkpoint,
 )
@@ -93,8 +93,7 @@ def test_slurm_requeue_then_the_resubmitted_job_equals_an_uninterrupted_run(
     assert 16 <= stopped_at < 64
 
     # SLURM starts the same batch script again, with the same job id.
-    result = run_cli(args, cwd=tmp_path, env=slurm_job)
-    assert result.returncode == 0, result.stderr[-2000:]
+    cli_ok(args, cwd=tmp_path, env=slurm_job)
     assert [p.name for p in (tmp_path / "train" / "runs").iterdir()] == [run_dir.name]
     assert_continues_like(run_dir, uninterrupted)
     assert list((run_dir / ".hydra").glob("resumed-*/config.yaml"))
@@ -106,17 +105,14 @@ def test_resume_auto_starts_fresh_then_continues_only_the_same_config(
 ) -> None:
     run_dir = tmp_path / "run"
     base = [*RESUMABLE, "trainer.max_epochs=1", f"paths.data_dir={data_cache}", f"hydra.run.dir={run_dir}"]
-    first = run_cli(["seg.train", *base, "resume=auto"], cwd=tmp_path)
-    assert first.returncode == 0, first.stderr[-2000:]
+    cli_ok(["seg.train", *base, "resume=auto"], cwd=tmp_path)
     assert not metrics_of(run_dir)["resumed"]  # nothing to continue: a fresh start
 
-    more = run_cli(["seg.train", *base, "resume=auto", "trainer.max_epochs=2"], cwd=tmp_path)
-    assert more.returncode == 0, more.stderr[-2000:]
+    cli_ok(["seg.train", *base, "resume=auto", "trainer.max_epochs=2"], cwd=tmp_path)
     metrics = metrics_of(run_dir)
     assert metrics["resumed"] and [e["epoch"] for e in metrics["epochs"]] == [0, 1]
 
-    other = run_cli(["seg.train", *base, "resume=auto", "model.optimizer.lr=0.01"], cwd=tmp_path)
-    assert other.returncode == 0, other.stderr[-2000:]
+    other = cli_ok(["seg.train", *base, "resume=auto", "model.optimizer.lr=0.01"], cwd=tmp_path)
     assert "trained with another model.optimizer.lr; starting fresh" in other.stdout + other.stderr
     assert not metrics_of(run_dir)["resumed"]
 
@@ -132,11 +128,10 @@ def test_submitit_timeout_signal_resubmits_the_sweep_job_which_resumes(
     args = [
         "seg.train", "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=1",
         "+hydra.launcher.max_num_timeout=5",
-        *RESUMABLE, "+callbacks.slow._target_=fixtures.SlowSteps", "+callbacks.slow.seconds=0.4",
+        *RESUMABLE, "+callbacks.slow._target_=support.probes.SlowSteps", "+callbacks.slow.seconds=0.4",
         f"paths.log_dir={tmp_path}", f"paths.data_dir={data_cache}",
     ]  # fmt: skip
-    result = run_cli(args, cwd=tmp_path, timeout=600, env=WITH_FIXTURES)
-    assert result.returncode == 0, result.stderr[-3000:]
+    cli_ok(args, cwd=tmp_path, timeout=600, env=WITH_SUPPORT)
     (sweep,) = (tmp_path / "train" / "multiruns").iterdir()
     job_dir = sweep / "0"
     logs = "".join(p.read_text() for p in (sweep / ".submitit").rglob("*_log.*"))

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import TINY, compose_train, run_cli
 from omegaconf import open_dict
+from support import TINY, compose_train, run_cli
 from test_predict_export import assert_export_matches_eager
 from test_train import assert_torchscript_alone_matches
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import synthetic_class_names
+from support import synthetic_class_names
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from seg.metrics import build_metrics, summarize
@@ -147,7 +147,7 @@ def test_runs_without_a_logger_and_with_a_scheduler(make_cfg: Any, tmp_path: Pat
     """``scheduler=cosine`` decays the rate once per epoch along a cosine to zero over
     ``trainer.max_epochs``: 3e-3 in epoch 0, 3e-3 (1 + cos(pi/3)) / 2 = 2.25e-3 in epoch 1,
     3e-3 (1 + cos(2 pi/3)) / 2 = 0.75e-3 in epoch 2; and no logger means no TensorBoard folder."""
-    from fixtures import RecordLearningRate
+    from support.probes import RecordLearningRate
 
     from seg.training.pipeline import train
 

@@ -7,9 +7,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import REPO, compose_train
-from fixtures import write_folder
 from hydra.utils import instantiate
+from support import REPO, compose_train
+from support.datasets import write_folder
 
 from seg.data.datamodule import SegmentationDataModule
 from seg.errors import ConfigError, unwrapping_user_errors

@@ -261,8 +261,8 @@ def test_lite0_classifier_sees_a_street_in_a_camvid_frame() -> None:
 
 def test_camvid_cpu_starts_from_the_package_weights() -> None:
     """The recipe as seg.train composes it: every encoder tensor is the file's, in the file's order."""
-    from conftest import compose_train
     from hydra.utils import instantiate
+    from support import compose_train
 
     tensors = list(torch.load(_lite0_file(), map_location="cpu", weights_only=True).values())
     cfg = compose_train(["experiment=camvid_cpu", "paths.output_dir=unused"])
@@ -325,8 +325,8 @@ def test_the_package_given_to_another_encoder_is_one_line_naming_the_first_misma
 def test_a_run_from_the_package_records_it_and_exports_a_model_that_loads_without_it(
     data_cache: Path, tmp_path: Path
 ) -> None:
-    from conftest import TINY, compose_train
     from omegaconf import open_dict
+    from support import TINY, compose_train
     from test_train import assert_torchscript_alone_matches
 
     from seg.module import SegmentationModule
