@@ -18,10 +18,10 @@ import hydra
 from hydra.errors import ConfigCompositionException, OverrideParseException
 from omegaconf import DictConfig
 
-from seg.command_help import print_help, wants_help
+from seg.command_help import print_help, program_name, wants_help
 from seg.config import CONF_DIR
 from seg.config_errors import config_error_message
-from seg.errors import USER_ERROR_STATUS, exit_on_user_error, print_error
+from seg.errors import USER_ERROR_STATUS, exit_on_user_error, first_line, print_error
 from seg.hardware import tune_allocator
 from seg.hydra_setup import set_up
 
@@ -46,9 +46,12 @@ def command(
 
     def decorate(task: Callable[[DictConfig], T]) -> Callable[[], T | None]:
         users_setting: str | None = None
+        started = False
 
         @functools.wraps(task)
         def composed(cfg: DictConfig) -> T:
+            nonlocal started
+            started = True
             _set_env(_RAISE_ERRORS, users_setting)
             full_traceback = bool(cfg.get("full_traceback"))
             if full_traceback:
@@ -63,8 +66,8 @@ def command(
 
         @functools.wraps(task)
         def main() -> T | None:
-            nonlocal users_setting
-            users_setting = os.environ.get(_RAISE_ERRORS)
+            nonlocal users_setting, started
+            users_setting, started = os.environ.get(_RAISE_ERRORS), False
             os.environ[_RAISE_ERRORS] = "1"
             set_up()
             try:
@@ -78,6 +81,15 @@ def command(
                 if users_setting == "1":  # the user asked for Hydra's own exception
                     raise
                 print_error(config_error_message(error, config_name))
+                raise SystemExit(USER_ERROR_STATUS) from None
+            except Exception as error:  # Hydra itself failed on the command line (trainer=[1])
+                if started or users_setting == "1":
+                    raise
+                print_error(
+                    f"cannot compose seg.{config_name}'s config from this command line "
+                    f"({type(error).__name__}: {first_line(error)}); a group takes one option name "
+                    f"(trainer=cpu), a key one value: see {program_name(config_name, sys.argv[0])} --help"
+                )
                 raise SystemExit(USER_ERROR_STATUS) from None
             finally:
                 _set_env(_RAISE_ERRORS, users_setting)

@@ -168,3 +168,17 @@ def test_every_command_turns_a_user_error_into_one_line_or_a_traceback_with_full
     assert seen["HYDRA_FULL_ERROR"] == "1"  # Hydra's own errors come whole too
     assert "HYDRA_FULL_ERROR" not in os.environ
     GlobalHydra.instance().clear()
+
+
+def test_a_group_given_a_list_is_one_line_not_hydras_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    monkeypatch.setattr("sys.argv", ["seg.train", "trainer=[1]", f"paths.log_dir={tmp_path}"])
+    with pytest.raises(SystemExit) as stopped:
+        _task()
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: cannot compose seg.train's config from this command line (TypeError: ")
+    assert "a group takes one option name (trainer=cpu)" in err and "\n" not in err
+    GlobalHydra.instance().clear()
