@@ -97,8 +97,8 @@ def test_report_files(trained_run: dict[str, Any], tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_run_dir_from_the_command_line(cli_run: Path) -> None:
-    result = cli_ok(["seg.evaluate", f"run_dir={cli_run}", "num_samples=1"], cwd=cli_run)
+def test_run_dir_from_the_command_line(cli_run: Path, tmp_path: Path) -> None:
+    result = cli_ok(["seg.evaluate", f"run_dir={cli_run}", "num_samples=1"], cwd=tmp_path)
     assert "| **mean** |" in result.stdout
     out = cli_run / "eval" / "test"
     assert (out / "metrics.json").is_file() and (out / "confusion_matrix.png").is_file()

@@ -123,7 +123,7 @@ def test_a_stop_saves_where_the_checkpoint_callback_writes_and_resume_finds_it(
 
 @pytest.mark.slow
 def test_resume_refuses_changes_to_what_is_learned(tmp_path: Path, cli_run: Path) -> None:
-    result = cli_ok(["seg.train", f"resume={cli_run}", "model.optimizer.lr=0.1"], cwd=tmp_path)
+    result = run_cli(["seg.train", f"resume={cli_run}", "model.optimizer.lr=0.1"], cwd=tmp_path)
     assert result.returncode == 2
     assert (
         result.stderr.strip()
@@ -296,5 +296,5 @@ def test_a_file_corrupted_mid_run_stops_with_its_name_and_resume_finishes(
     assert 20 < checkpoint["global_step"] < 32  # saved where it failed, late in the second epoch
 
     broken.write_bytes(original)
-    result = run_cli(["seg.train", f"resume={run_dir}"], cwd=tmp_path, env=WITH_SUPPORT)
+    result = cli_ok(["seg.train", f"resume={run_dir}"], cwd=tmp_path, env=WITH_SUPPORT)
     assert_continues_like(run_dir, uninterrupted)

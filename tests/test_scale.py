@@ -38,7 +38,7 @@ def _sweep_dir(logs: Path) -> Path:
 def test_sweep_summary_lists_every_job_and_the_failed_one(tmp_path: Path, data_cache: Path) -> None:
     args = ["seg.train", "-m", "model.optimizer.lr=1e-2,-1,3e-3", *SHORT,
             f"paths.log_dir={tmp_path}", f"paths.data_dir={data_cache}"]  # fmt: skip
-    result = cli_ok(args, cwd=tmp_path)
+    result = run_cli(args, cwd=tmp_path)
     assert result.returncode == 1  # a job failed: the sweep says so, after running the others
     assert "error: 1 of 3 jobs failed" in result.stdout
     sweep = _sweep_dir(tmp_path)
@@ -65,7 +65,7 @@ def test_sweep_summary_names_and_ranks_the_monitored_metric(tmp_path: Path, data
     args = ["seg.train", "-m", "model.optimizer.lr=1e-2,3e-3", *SHORT, "trainer.max_epochs=1",
             "callbacks.model_checkpoint.monitor=val/iou", "logger=none",
             f"paths.log_dir={tmp_path}", f"paths.data_dir={data_cache}"]  # fmt: skip
-    run_cli(args, cwd=tmp_path)
+    cli_ok(args, cwd=tmp_path)
     sweep = _sweep_dir(tmp_path)
     rows = list(csv.DictReader((sweep / "summary.csv").open()))
     assert "best val/iou" in rows[0] and "best val/dice" not in rows[0]
