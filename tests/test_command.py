@@ -91,15 +91,22 @@ def _task(cfg: DictConfig) -> str | None:
     return os.environ.get("HYDRA_FULL_ERROR")
 
 
-def test_the_command_exits_2_with_one_line_and_runs_its_task_as_before(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def _stopped_line(
+    argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> str:
+    """What ``_task`` run with ``argv`` prints on stderr, having exited with status 2."""
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
-    monkeypatch.setattr("sys.argv", ["seg.train", "loss=hinge", f"paths.log_dir={tmp_path}"])
+    monkeypatch.setattr("sys.argv", argv)
     with pytest.raises(SystemExit) as stopped:
         _task()
     assert stopped.value.code == 2
-    err = capsys.readouterr().err.strip()
+    return capsys.readouterr().err.strip()
+
+
+def test_the_command_exits_2_with_one_line_and_runs_its_task_as_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    err = _stopped_line(["seg.train", "loss=hinge", f"paths.log_dir={tmp_path}"], monkeypatch, capsys)
     assert err.startswith("error: loss=hinge is not an option of loss: choose one of ce,") and "\n" not in err
     assert "HYDRA_FULL_ERROR" not in os.environ
 
@@ -173,12 +180,7 @@ def test_every_command_turns_a_user_error_into_one_line_or_a_traceback_with_full
 def test_a_group_given_a_list_is_one_line_not_hydras_traceback(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
-    monkeypatch.setattr("sys.argv", ["seg.train", "trainer=[1]", f"paths.log_dir={tmp_path}"])
-    with pytest.raises(SystemExit) as stopped:
-        _task()
-    assert stopped.value.code == 2
-    err = capsys.readouterr().err.strip()
+    err = _stopped_line(["seg.train", "trainer=[1]", f"paths.log_dir={tmp_path}"], monkeypatch, capsys)
     assert err.startswith("error: cannot compose seg.train's config from this command line (TypeError: ")
     assert "a group takes one option name (trainer=cpu)" in err and "\n" not in err
     GlobalHydra.instance().clear()
