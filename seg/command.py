@@ -3,7 +3,8 @@ composes ``conf/<command>.yaml`` with the command line, then ``seg/<command>.py`
 into the library. A mistake on the command line (an unknown key or option, bad syntax) ends the
 command with one ``error:`` line that names it and the fix, as every other user error does;
 ``full_traceback=true`` (every command has it, ``conf/_command.yaml``) shows the traceback instead.
-The process is set up here too (the allocator, when the command's ``tune_allocator`` is on), and
+The process is set up here too (the allocator, when the command's ``tune_allocator`` is on), a key
+renamed in this release is read under its new name with a notice (``seg.renamed``), and
 ``--help`` prints the command's own page (``seg.command_help``)."""
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from omegaconf import DictConfig
 from seg.command_help import print_help, program_name, wants_help
 from seg.config import CONF_DIR
 from seg.config_errors import config_error_message
-from seg.errors import USER_ERROR_STATUS, exit_on_user_error, first_line, print_error
+from seg.errors import USER_ERROR_STATUS, SegError, exit_on_user_error, first_line, print_error
 from seg.hardware import tune_allocator
 from seg.hydra_setup import set_up
+from seg.renamed import rename_overrides
 
 T = TypeVar("T")
 
@@ -67,6 +69,7 @@ def command(
         @functools.wraps(task)
         def main() -> T | None:
             nonlocal users_setting, started
+            _read_renamed_keys(config_name)
             users_setting, started = os.environ.get(_RAISE_ERRORS), False
             os.environ[_RAISE_ERRORS] = "1"
             set_up()
@@ -97,6 +100,18 @@ def command(
         return main
 
     return decorate
+
+
+def _read_renamed_keys(config_name: str) -> None:
+    """Spell the keys renamed in this release the new way on the command line, with a notice each;
+    two old keys that disagree (``seg.renamed``) end the command in one line."""
+    try:
+        sys.argv[1:], notices = rename_overrides(config_name, sys.argv[1:])
+    except SegError as error:
+        print_error(first_line(error))
+        raise SystemExit(USER_ERROR_STATUS) from None
+    for notice in notices:
+        print(notice, file=sys.stderr, flush=True)
 
 
 def _set_env(name: str, value: str | None) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import sys
 from collections.abc import Callable, Iterator
 from typing import TypeVar
@@ -23,6 +24,26 @@ class DataError(SegError):
 
 class ConfigError(SegError):
     """A config value that cannot work; the message names the key."""
+
+
+class OptionError(ConfigError):
+    """An option of a component built from config that cannot work. The component names the
+    option as its own argument (``gamma``); ``building`` adds the config path of the component
+    (``loss.gamma``), so that one component's message is right wherever its config sits."""
+
+    def __init__(self, option: str, problem: str) -> None:
+        self.option, self.problem = option, problem
+        self.located = False  # set once building() has put the config path in front
+        super().__init__(f"{option}{problem}")
+
+    @classmethod
+    def invalid(cls, option: str, value: object, expected: str) -> OptionError:
+        """``<option>=<value> is not valid: expected <expected>``."""
+        return cls(option, f"={value!r} is not valid: expected {expected}")
+
+    def within(self, path: str | None) -> OptionError:
+        """The same error, its option under ``path`` (``terms.focal`` + ``gamma``)."""
+        return OptionError(f"{path}.{self.option}" if path else self.option, self.problem)
 
 
 class NonFiniteLossError(SegError):
@@ -58,19 +79,37 @@ def user_message(error: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def unwrapping_user_errors() -> Iterator[None]:
-    """Let a ``SegError`` through as itself when wrappers re-raised it (Hydra's ``instantiate``
-    wraps whatever a ``_target_`` raises, once per nested ``instantiate``), so it is still
-    reported in one line."""
+def building(key: str | None = None) -> Iterator[None]:
+    """Around ``instantiate`` of the config node at ``key``: a ``SegError`` raised inside reaches
+    the caller as itself, however many ``InstantiationException`` wrappers Hydra put around it
+    (one per nested ``instantiate``), so it is still reported in one line.
+
+    This is the one place that puts config paths into messages: an ``OptionError`` gets the
+    full key of the node it was raised in: Hydra's ``full_key`` of that node where Hydra knows
+    it (a node nested in the built one: ``data.mask_format``), else ``key`` (a node built
+    apart, such as the loss inside the LightningModule).
+    """
     try:
         yield
     except Exception as error:
-        cause = error.__cause__
+        cause: BaseException | None = error
+        node_key = None
         while cause is not None and not isinstance(cause, SegError):
+            found = _FULL_KEY.search(str(cause)) if type(cause).__name__ == "InstantiationException" else None
+            node_key = found.group(1) if found else node_key  # the innermost node's wins
             cause = cause.__cause__
-        if cause is not None:
-            raise cause from None
-        raise
+        if cause is None:
+            raise
+        if isinstance(cause, OptionError) and not cause.located:
+            cause = cause.within(node_key or key)
+            cause.located = True
+        if cause is error:
+            raise
+        raise cause from None
+
+
+#: How Hydra names the node whose ``_target_`` failed, on the last line of its message.
+_FULL_KEY = re.compile(r"\nfull_key: (\S+)\s*$")
 
 
 #: The exit status of a command stopped by a mistake the user can fix.

@@ -1,6 +1,6 @@
 """Score a trained model on a dataset split: per-class Dice and IoU, confusion matrix, samples.
 
-``seg-evaluate run_dir=<training run> [split=test]`` or ``seg-evaluate model_path=<model> data=<dataset>``.
+``seg-evaluate run=<training run or model file> [split=test] [data=<dataset>]``.
 """
 
 from __future__ import annotations

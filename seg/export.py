@@ -1,6 +1,6 @@
 """Export a trained model: TorchScript, ONNX, int8 ONNX or an exported program.
 
-``seg-export model_path=<.ckpt or run dir> format=<a key of seg.inference.formats.FORMATS>``.
+``seg-export run=<run dir or .ckpt> format=<a key of seg.inference.formats.FORMATS>``.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from seg.classes import default_names, default_palette
-from seg.errors import ConfigError, NonFiniteLossError, unwrapping_user_errors
+from seg.errors import ConfigError, NonFiniteLossError, building
 from seg.metrics import MeanDice, build_metrics, summarize
 
 log = logging.getLogger(__name__)
@@ -77,9 +77,10 @@ class SegmentationModule(pl.LightningModule):
         class_names = list(class_names) if class_names is not None else None
         palette = [[int(c) for c in colour] for colour in palette] if palette is not None else None
         self.save_hyperparameters()
-        with unwrapping_user_errors():
+        with building("model.net"):  # the config paths of these nodes (they are built apart)
             self.net: nn.Module = instantiate(net)
-        self.loss_fn: nn.Module = instantiate(loss)
+        with building("loss"):
+            self.loss_fn: nn.Module = instantiate(loss)
         num_classes = int(self.net.num_classes)
         self.class_names = class_names or default_names(num_classes)
         if len(self.class_names) != num_classes:
@@ -223,5 +224,6 @@ class SegmentationModule(pl.LightningModule):
         if not self.hparams.scheduler:
             return optimizer
         scheduler_config = dict(self.hparams.scheduler)
-        scheduler_config["scheduler"] = instantiate(scheduler_config["scheduler"])(optimizer)
+        with building("scheduler.scheduler"):
+            scheduler_config["scheduler"] = instantiate(scheduler_config["scheduler"])(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": scheduler_config}

@@ -1,6 +1,6 @@
 """Predict masks and overlays for an image or a folder of images.
 
-``seg-predict model_path=<model or run dir> input=<image or folder> [output=<folder>]``.
+``seg-predict run=<run dir or model> input=<image or folder> [output=<folder>]``.
 """
 
 from __future__ import annotations

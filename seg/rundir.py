@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from seg.errors import SegError
+from seg.renamed import upgrade_saved_config
 
 if TYPE_CHECKING:
     import pytorch_lightning as pl
@@ -53,6 +55,10 @@ LAST_CHECKPOINT = "last.ckpt"
 LOGGER_RUNS_FILE = "logger_runs.json"
 #: The config key that says where checkpoints go; every other checkpoint path follows from it.
 CHECKPOINT_DIR_KEY = "callbacks.model_checkpoint.dirpath"
+
+
+log = logging.getLogger(__name__)
+_NOTICED: set[tuple[Path, str]] = set()  # each renamed key of each saved config is noticed once
 
 
 @dataclass(frozen=True)
@@ -79,14 +85,24 @@ class RunDir:
         """The run in ``path``; its checkpoint folder from ``cfg`` (else the run's saved config)."""
         path = Path(path)
         if cfg is None:
-            saved = cls(path, path).saved_config()
-            cfg = OmegaConf.load(saved) if saved else None
+            cfg = cls(path, path).load_config()
         return cls(path, _checkpoint_dir(cfg, path))
 
     @classmethod
     def of_checkpoint(cls, checkpoint: str | Path) -> RunDir:
         """The run a checkpoint file belongs to: the directory above its checkpoint folder."""
         return cls.of(Path(checkpoint).parent.parent)
+
+    @classmethod
+    def holding(cls, path: str | Path) -> RunDir | None:
+        """The training run ``path`` belongs to: the run directory itself, or the run whose folder
+        holds the file (``model.pt``) or holds the folder it is in (``checkpoints/``, ``export/``);
+        ``None`` where no saved run config is found."""
+        path = Path(path)
+        for folder in (path,) if path.is_dir() else (path.parent, path.parent.parent):
+            if cls(folder, folder).saved_config() is not None:
+                return cls.of(folder)
+        return None
 
     @classmethod
     def of_trainer(cls, trainer: pl.Trainer, path: str | Path | None = None) -> RunDir:
@@ -130,6 +146,19 @@ class RunDir:
             if path.is_file():
                 return path
         return None
+
+    def load_config(self) -> DictConfig | None:
+        """The saved config (:meth:`saved_config`), keys and classes renamed since it was written
+        spelled today's way (``seg.renamed``, with a notice); None when the run saved none."""
+        saved = self.saved_config()
+        if saved is None:
+            return None
+        cfg, notices = upgrade_saved_config(OmegaConf.load(saved))
+        for notice in notices:
+            if (saved, notice) not in _NOTICED:
+                _NOTICED.add((saved, notice))
+                log.warning("note: %s: %s (saved by an earlier seg, read with today's name)", saved, notice)
+        return cfg
 
     # What the run wrote.
     @property
@@ -203,8 +232,7 @@ class RunDir:
         }  # fmt: skip
         names = {path.name for path in named if path.parent == self.path}
         if cfg is None:
-            saved = self.saved_config()
-            cfg = OmegaConf.load(saved) if saved else OmegaConf.create()
+            cfg = self.load_config() or OmegaConf.create()
         for logger in (cfg.get("logger") or {}).values():
             if logger and logger.get("name") and "save_dir" in logger:
                 names.add(str(logger.name))  # <save_dir = the run dir>/<name>

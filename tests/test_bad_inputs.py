@@ -167,7 +167,7 @@ def test_predict_with_a_bad_model_file(tmp_path: Path) -> None:
     model = tmp_path / "model.pt"
     model.write_bytes(b"\x00" * 64)
     result = run_cli(
-        ["seg.predict", f"model_path={model}", f"input={tmp_path}", f"paths.log_dir={tmp_path}"], cwd=tmp_path
+        ["seg.predict", f"run={model}", f"input={tmp_path}", f"paths.log_dir={tmp_path}"], cwd=tmp_path
     )
     assert result.returncode == 2
     assert _one_error_line(result.stderr).startswith(f"error: cannot load model {model}")

@@ -17,6 +17,7 @@ from support import TINY, WITH_SUPPORT, cli_ok, compose_train, start_cli, wait_f
 from support.probes import RecordLearningRate
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from seg.errors import OptionError
 from seg.training.budget import BudgetSchedule, TrainingBudget, duration_seconds, duration_text
 from seg.training.pipeline import train
 
@@ -65,9 +66,9 @@ def test_schedule_follows_steps_without_a_clock() -> None:
 
 
 def test_bad_schedule_values_name_the_key() -> None:
-    with pytest.raises(ValueError, match="shape='step': expected linear or cosine"):
+    with pytest.raises(OptionError, match=r"^shape='step' is not valid: expected linear or cosine"):
         _schedule("step", 0.0)
-    with pytest.raises(ValueError, match=r"warmup=1.0: expected a fraction in \[0, 1\)"):
+    with pytest.raises(OptionError, match=r"^warmup=1.0 is not valid: expected a fraction in \[0, 1\)"):
         _schedule("linear", 1.0)
     assert duration_seconds("01:02:03:04") == 93784.0
     assert duration_seconds(None) is None

@@ -64,13 +64,16 @@ def test_0_255_masks_show_their_values_and_the_mapping_applied(
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(
             "check_data",
-            ["data=folder", f"data.root={root}", "data.num_classes=2", "data.decoder.mask_values={0:0,255:1}",
-             "data.class_names=[background,foreground]", f"paths.data_dir={tmp_path}"],
+            ["data=folder", f"data.root={root}", "data.num_classes=2",
+             "data.mask_format.mask_values={0:0,255:1}", "data.class_names=[background,foreground]",
+             f"paths.data_dir={tmp_path}"],
         )  # fmt: skip
     run = tmp_path / "report"
     check_data(cfg, run)
     out = capsys.readouterr().out
-    mapping = "Masks: mask values -> classes (data.decoder.mask_values): 0 -> background, 255 -> foreground"
+    mapping = (
+        "Masks: mask values -> classes (data.mask_format.mask_values): 0 -> background, 255 -> foreground"
+    )
     assert mapping in out
     train_part = out.split("== train")[1].split("== val")[0]
     rows = {line.split()[0]: line.split() for line in train_part.splitlines() if "-> " in line}

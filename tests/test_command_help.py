@@ -24,7 +24,7 @@ def _rows(page: str) -> dict[str, str]:
 def test_predict_help_marks_its_required_keys_and_lists_only_its_groups() -> None:
     page = help_text("predict", "Predict.", [], "seg-predict")
     rows = _rows(page)
-    assert rows["*model_path"].startswith("(required)")
+    assert rows["*run"].startswith("(required)")
     assert rows["*input"].startswith("(required)")
     assert rows["alpha"].startswith("0.5")
     assert "tta             none, flip, flip_scale" in page

@@ -32,6 +32,7 @@ def test_default_config_is_valid(make_cfg: Any) -> None:
         (["model.net.num_classes=4"], "model.net.num_classes=4 disagrees with data.num_classes=13"),
         (["model.net.upsample=nearest"], "model.net.upsample='nearest' is not valid: expected transpose or"),
         (["model.net.dropout=1"], "model.net.dropout=1 is not valid: expected a number in [0, 1"),
+        (["model.net.base_channels=0"], "model.net.base_channels=0 is not valid: expected an integer >= 1"),
         (["model.compile=yes"], "model.compile='yes' is not valid: expected true or false"),
         (
             ["model.optimizer._target_=torch.optim.RMSprop"],

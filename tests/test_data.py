@@ -26,12 +26,12 @@ from seg.data.checks import check_splits
 from seg.data.datamodule import SegmentationDataModule
 from seg.data.frames import MemoryFrames
 from seg.data.layouts import FolderLayout, SideBySideLayout
-from seg.data.masks import BinaryMask, KMeansColours, MaskDecoder, majority_filter, nearest_colour
+from seg.data.masks import BinaryMask, KMeansColours, MaskFormat, majority_filter, nearest_colour
 from seg.data.reading import read_sample
 from seg.data.stats import median_frequency_from_masks
 from seg.data.synthetic import SyntheticScenes, layout
 from seg.data.transforms import Pipeline
-from seg.errors import ConfigError, DataError, unwrapping_user_errors
+from seg.errors import ConfigError, DataError, building
 
 DEFAULT = layout()
 
@@ -86,7 +86,7 @@ def test_synthetic_classes_are_chosen_by_name(tmp_path: Path) -> None:
     labels = {int(v) for p in masks for v in np.unique(np.asarray(Image.open(p)))}
     assert labels == {0, 1}
     message = r"data\.class_names=\['background', 'spots'\] cannot be generated"
-    with pytest.raises(ConfigError, match=message), unwrapping_user_errors():
+    with pytest.raises(ConfigError, match=message), building("data"):
         scenes(class_names=["background", "spots"])
 
 
@@ -177,13 +177,13 @@ def test_side_by_side_pairs_split_in_halves(tmp_path: Path) -> None:
 def test_label_out_of_range_is_named_unless_ignored() -> None:
     mask = np.array([[0, 1], [2, 7]], dtype=np.uint8)
     with pytest.raises(DataError, match=r"m\.png holds label value\(s\) \[7\] but there are only 3"):
-        MaskDecoder(3, ignore_index=255)(mask, Path("m.png"))
-    assert MaskDecoder(3, ignore_index=7)(mask, Path("m.png")).tolist() == mask.tolist()
+        MaskFormat(3, ignore_index=255)(mask, Path("m.png"))
+    assert MaskFormat(3, ignore_index=7)(mask, Path("m.png")).tolist() == mask.tolist()
 
 
 def test_16_bit_masks_with_large_labels() -> None:
     mask = np.array([[0, 300], [299, 1]], dtype=np.uint16)
-    out = MaskDecoder(301)(mask, Path("m.png"))
+    out = MaskFormat(301)(mask, Path("m.png"))
     assert out.dtype == np.int32 and out.tolist() == [[0, 300], [299, 1]]
 
 
@@ -240,7 +240,7 @@ def test_16_bit_masks_come_out_as_their_integers(tmp_path: Path) -> None:
     _, masks = next(iter(dm.train_dataloader()))  # through the augmentations too
     assert set(masks.unique().tolist()) == {0, 1, 300}
     # The same files through a value mapping: 16-bit codes -> classes.
-    dm = datamodule(root, "data.decoder.mask_values={0:0,1:2,300:1}")
+    dm = datamodule(root, "data.mask_format.mask_values={0:0,1:2,300:1}")
     dm.setup("fit")
     for decoded, labels in zip(decoded_masks(dm, "train"), encode.labels[:3], strict=True):
         assert decoded.tolist() == np.array([0, 2, 1])[labels].tolist()
@@ -249,7 +249,7 @@ def test_16_bit_masks_come_out_as_their_integers(tmp_path: Path) -> None:
 def test_0_255_masks_decode_through_a_mapping_or_the_binary_decoder(tmp_path: Path) -> None:
     encode = recording(binary_255)
     root = write_folder(tmp_path / "ds", {"train": 3, "val": 1}, num_classes=2, size=32, encode=encode)
-    for decoder in ("data.decoder.mask_values={0:0,255:1}", "data/decoder=binary"):
+    for decoder in ("data.mask_format.mask_values={0:0,255:1}", "data/mask_format=binary"):
         dm = datamodule(root, "data.num_classes=2", decoder)
         dm.setup("fit")
         for decoded, labels in zip(decoded_masks(dm, "train"), encode.labels[:3], strict=True):
@@ -264,21 +264,21 @@ def test_0_255_masks_decode_through_a_mapping_or_the_binary_decoder(tmp_path: Pa
     )
     jpeg = np.array([[3, 250], [241, 12]], dtype=np.uint8)
     assert BinaryMask(num_classes=2, threshold=127)(jpeg, Path("m.png")).tolist() == labels.tolist()
-    with pytest.raises(ConfigError, match=r"data/decoder=binary makes 2 classes, but data.num_classes=3"):
+    with pytest.raises(ConfigError, match=r"data/mask_format=binary makes 2 classes, but data.num_classes=3"):
         BinaryMask(num_classes=3)
 
 
 def test_0_255_masks_are_refused_with_a_mapping_suggested_not_ignore_index() -> None:
     mask = np.array([[0, 255], [255, 0]], dtype=np.uint8)
     with pytest.raises(DataError) as refused:
-        MaskDecoder(2)(mask, Path("m.png"))
+        MaskFormat(2)(mask, Path("m.png"))
     message = str(refused.value)
     assert "m.png holds label value(s) [255] but there are only 2 classes (0..1)" in message
-    assert "'data.decoder.mask_values={0:0,255:1}'" in message and "data/decoder=binary" in message
+    assert "'data.mask_format.mask_values={0:0,255:1}'" in message and "data/mask_format=binary" in message
     assert "ignore_index" not in message  # ignoring 255 would ignore the whole foreground
     # Three classes stored as 0/127/255: the example maps them in order.
-    with pytest.raises(DataError, match=r"'data\.decoder\.mask_values=\{0:0,127:1,255:2\}'"):
-        MaskDecoder(3)(np.array([[0, 127, 255]], dtype=np.uint8), Path("m.png"))
+    with pytest.raises(DataError, match=r"'data\.mask_format\.mask_values=\{0:0,127:1,255:2\}'"):
+        MaskFormat(3)(np.array([[0, 127, 255]], dtype=np.uint8), Path("m.png"))
 
 
 def test_values_missing_from_the_mapping_are_one_line_naming_file_values_and_key(tmp_path: Path) -> None:
@@ -286,7 +286,7 @@ def test_values_missing_from_the_mapping_are_one_line_naming_file_values_and_key
     stray = np.asarray(Image.open(root / "val/masks/000.png")).copy()
     stray[:4, :4] = 128
     Image.fromarray(stray).save(root / "val/masks/000.png")
-    mapping = "data.decoder.mask_values={0:0,255:1}"
+    mapping = "data.mask_format.mask_values={0:0,255:1}"
     with pytest.raises(DataError) as refused:  # decoded before training when cached ...
         datamodule(root, "data.num_classes=2", mapping, "data.cache=true").setup("fit")
     message = str(refused.value)
@@ -297,32 +297,35 @@ def test_values_missing_from_the_mapping_are_one_line_naming_file_values_and_key
     assert str(read.value) == message
     assert "\n" not in message
     assert message.startswith(f"mask {root / 'val/masks/000.png'} holds values [0, 128, 255], of which [128]")
-    assert "not in data.decoder.mask_values={0: 0, 255: 1}" in message
-    assert "data.decoder.ignore_unmapped=true" in message
+    assert "not in data.mask_format.mask_values={0: 0, 255: 1}" in message
+    assert "data.mask_format.ignore_unmapped=true" in message
     # Asked to, the decoder ignores them instead.
     dm = datamodule(
-        root, "data.num_classes=2", mapping, "data.decoder.ignore_unmapped=true", "data.ignore_index=9"
+        root, "data.num_classes=2", mapping, "data.mask_format.ignore_unmapped=true", "data.ignore_index=9"
     )
     dm.setup("fit")
     decoded = decoded_masks(dm, "val")[0]
     assert (decoded[:4, :4] == 9).all() and set(np.unique(decoded).tolist()) <= {0, 1, 9}
     # A mapping to a class that does not exist is a config error naming the key.
     with pytest.raises(
-        ConfigError, match=r"data\.decoder\.mask_values maps 255 to 2, but classes are 0\.\.1"
+        ConfigError, match=r"data\.mask_format\.mask_values maps 255 to 2, but classes are 0\.\.1"
     ):
-        MaskDecoder(2, mask_values={0: 0, 255: 2})
+        MaskFormat(2, mask_values={0: 0, 255: 2})
     with pytest.raises(ConfigError, match=r"ignore_unmapped=true needs .*data\.ignore_index"):
-        MaskDecoder(2, mask_values={0: 0, 255: 1}, ignore_unmapped=True)
+        MaskFormat(2, mask_values={0: 0, 255: 1}, ignore_unmapped=True)
 
 
 @pytest.mark.parametrize(
     ("override", "message"),
     [
         (
-            "data.decoder.mask_values={0:0,255:5}",
-            r"data\.decoder\.mask_values maps 255 to 5, but classes are 0\.\.1",
+            "data.mask_format.mask_values={0:0,255:5}",
+            r"data\.mask_format\.mask_values maps 255 to 5, but classes are 0\.\.1",
         ),
-        ("data/decoder=binary", r"data/decoder=binary makes 2 classes, but data\.num_classes=3; set it to 2"),
+        (
+            "data/mask_format=binary",
+            r"data/mask_format=binary makes 2 classes, but data\.num_classes=3; set it to 2",
+        ),
     ],
 )
 def test_a_decoder_config_mistake_stops_training_and_check_data_as_itself(
@@ -349,27 +352,27 @@ def test_colour_masks_decode_exactly_even_with_near_duplicate_colours() -> None:
     palette = [[0, 0, 0], [128, 64, 128], [130, 64, 128], [0, 0, 142], [0, 0, 140]]
     labels = label_map(3, 64, num_classes=5)
     colours = np.asarray(palette, dtype=np.uint8)[labels]
-    decoded = MaskDecoder(5, ignore_index=255, palette=palette, denoise=False)(colours, Path("m.png"))
+    decoded = MaskFormat(5, ignore_index=255, palette=palette, denoise=False)(colours, Path("m.png"))
     assert (decoded == labels).all()
 
 
 def test_colour_far_from_every_palette_colour_is_ignored_or_refused() -> None:
     palette = [[0, 0, 0], [255, 255, 255]]
     mask = np.array([[[0, 0, 0], [255, 255, 255], [0, 255, 0]]], dtype=np.uint8)
-    out = MaskDecoder(2, ignore_index=9, palette=palette, denoise=False)(mask, Path("m.png"))
+    out = MaskFormat(2, ignore_index=9, palette=palette, denoise=False)(mask, Path("m.png"))
     assert out.tolist() == [[0, 1, 9]]
     with pytest.raises(DataError, match=r"m\.png has colours farther than .*max_distance"):
-        MaskDecoder(2, palette=palette, denoise=False)(mask, Path("m.png"))
+        MaskFormat(2, palette=palette, denoise=False)(mask, Path("m.png"))
 
 
 def test_colour_mask_without_palette_is_a_clear_error() -> None:
     with pytest.raises(DataError, match=r"m\.png is a colour image but data.palette is not set"):
-        MaskDecoder(2)(np.zeros((2, 2, 3), dtype=np.uint8), Path("m.png"))
+        MaskFormat(2)(np.zeros((2, 2, 3), dtype=np.uint8), Path("m.png"))
 
 
 def test_jpeg_pairs_decode_to_at_least_99_percent_of_the_true_labels(tmp_path: Path) -> None:
     truth = write_pairs(tmp_path, {"train": 6}, size=256, quality=75)["train"]
-    decoder = MaskDecoder(19, ignore_index=255, palette=CITYSCAPES_PALETTE)
+    decoder = MaskFormat(19, ignore_index=255, palette=CITYSCAPES_PALETTE)
     samples, _ = SideBySideLayout({"train": "train"}).samples(tmp_path, "train")
     correct = total = 0
     for sample, labels in zip(samples, truth, strict=True):

@@ -123,7 +123,7 @@ def test_a_standard_layout_decodes_to_its_training_classes(tmp_path: Path, datas
     assert not data.has_split("test")
     for split in ("train", "val"):
         for sample in samples[split]:
-            decoded = data.decoder(np.asarray(Image.open(sample.mask)), sample.mask)
+            decoded = data.mask_format(np.asarray(Image.open(sample.mask)), sample.mask)
             np.testing.assert_array_equal(decoded, expected[sample.image])
 
 
@@ -139,7 +139,7 @@ def test_a_standard_layout_trains_evaluates_and_passes_check_data(
     assert metrics["status"] == "finished"
     num_classes = {"cityscapes": 19, "voc": 21, "ade20k": 150}[dataset]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        eval_cfg = compose("evaluate", [f"run_dir={tmp_path / 'run'}", "split=val", "precision=32"])
+        eval_cfg = compose("evaluate", [f"run={tmp_path / 'run'}", "split=val", "precision=32"])
         check_cfg = compose("check_data", args)
     report = evaluate(eval_cfg, tmp_path)
     assert report["images"] == 2 and len(report["confusion_matrix"]) == num_classes

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from seg.errors import ConfigError
-from seg.module import SegmentationModule
+from seg.lightning_module import SegmentationModule
 
 pytest.importorskip("segmentation_models_pytorch", reason='needs pip install -e ".[models]"')
 

@@ -43,7 +43,7 @@ def _blocks(class_1_rows: int, compress_level: int) -> Image.Image:
 
 def _loss_weights(metrics: dict) -> list[float]:
     """The class weights of the loss of the run's best checkpoint, as the module rebuilds it."""
-    from seg.module import SegmentationModule
+    from seg.lightning_module import SegmentationModule
 
     module = SegmentationModule.load_from_checkpoint(
         metrics["paths"]["best_checkpoint"], map_location="cpu", weights_only=True
@@ -99,7 +99,7 @@ def test_folder_with_colour_masks(tmp_path: Path) -> None:
     decoded = DecodedMasks()
     metrics = _train(
         tmp_path, "data=folder", f"data.root={root}", "data.num_classes=3", f"data.palette={palette}",
-        "data.decoder.denoise=false", callbacks=[decoded],
+        "data.mask_format.denoise=false", callbacks=[decoded],
     )  # fmt: skip
     classes = json.loads(Path(metrics["paths"]["classes"]).read_text())
     assert classes["palette"] == palette
@@ -147,14 +147,14 @@ def test_cityscapes_pairs_with_13_colour_clusters(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_folder_with_0_255_masks_trains_through_a_value_mapping(tmp_path: Path) -> None:
     """Binary masks stored as 0/255 PNGs (Carvana, most medical sets) train once
-    ``data.decoder.mask_values`` maps 255 to the foreground class, and the model learns it."""
+    ``data.mask_format.mask_values`` maps 255 to the foreground class, and the model learns it."""
     root = write_folder(
         tmp_path / "ds", {"train": 16, "val": 4, "test": 4}, num_classes=2, size=32, encode=binary_255,
         learnable=True,
     )  # fmt: skip
     metrics = _train(
         tmp_path, "data=folder", f"data.root={root}", "data.num_classes=2",
-        "data.class_names=[background,foreground]", "data.decoder.mask_values={0:0,255:1}",
+        "data.class_names=[background,foreground]", "data.mask_format.mask_values={0:0,255:1}",
         "model.net.base_channels=8", "model.optimizer.lr=3e-3", "trainer.max_epochs=3",
     )  # fmt: skip
     # Chance: the best constant answer. Calling every pixel foreground scores 2p / (1 + p) on the

@@ -24,7 +24,7 @@ from seg.data.frames import (
     read_headers,
 )
 from seg.data.layouts import FolderLayout, Sample
-from seg.data.masks import MaskDecoder
+from seg.data.masks import MaskFormat
 from seg.errors import ConfigError, DataError
 
 LAYOUT = FolderLayout({"train": {"images": "train/images", "masks": "train/masks"}})
@@ -52,7 +52,7 @@ def mixed_sizes(root: Path) -> list[Sample]:
 def test_memory_frames_equal_the_files_for_every_size_and_channel_count(tmp_path: Path) -> None:
     samples = mixed_sizes(tmp_path)
     for channels in (3, 1):
-        disk = DiskFrames(samples, MaskDecoder(3), channels, read_headers(samples))
+        disk = DiskFrames(samples, MaskFormat(3), channels, read_headers(samples))
         memory = MemoryFrames(disk, np.dtype(np.uint8), threads=2)
         assert len(memory) == 4
         for i in range(4):
@@ -65,7 +65,7 @@ def test_memory_frames_equal_the_files_for_every_size_and_channel_count(tmp_path
 
 def test_decoded_bytes_are_read_from_headers(tmp_path: Path) -> None:
     samples = mixed_sizes(tmp_path)
-    disk = DiskFrames(samples, MaskDecoder(3), 3, read_headers(samples))
+    disk = DiskFrames(samples, MaskFormat(3), 3, read_headers(samples))
     pixels = 24 * 40 * 2 + 32 * 32 + 17 * 9
     assert [disk.size(i) for i in range(4)] == [(24, 40), (32, 32), (24, 40), (17, 9)]
     assert disk.decoded_bytes(np.dtype(np.uint8)) == pixels * (3 + 1)
@@ -80,13 +80,13 @@ def test_auto_keeps_frames_in_memory_only_when_they_fit(
     caplog.set_level(logging.INFO, logger="seg.data.frames")
     budget = MemoryBudget(share=0.5, num_workers=0)
     monkeypatch.setattr(frames_module, "available_memory", lambda: 2 * needed)  # exactly half
-    kept = frames_for("train", samples, MaskDecoder(3), 3, np.dtype(np.uint8), "auto", budget, training=True)
+    kept = frames_for("train", samples, MaskFormat(3), 3, np.dtype(np.uint8), "auto", budget, training=True)
     assert isinstance(kept, MemoryFrames)
     assert "keeping the decoded frames in memory" in caplog.text
     caplog.clear()
     monkeypatch.setattr(frames_module, "available_memory", lambda: 2 * needed - 1)
     streamed = frames_for(
-        "train", samples, MaskDecoder(3), 3, np.dtype(np.uint8), "auto", budget, training=True
+        "train", samples, MaskFormat(3), 3, np.dtype(np.uint8), "auto", budget, training=True
     )
     assert isinstance(streamed, DiskFrames)
     (line,) = [r.getMessage() for r in caplog.records]
@@ -95,18 +95,18 @@ def test_auto_keeps_frames_in_memory_only_when_they_fit(
     monkeypatch.setattr(frames_module, "available_memory", lambda: 10**15)
     caplog.clear()
     evaluated = frames_for(
-        "val", samples, MaskDecoder(3), 3, np.dtype(np.uint8), "auto", budget, training=False
+        "val", samples, MaskFormat(3), 3, np.dtype(np.uint8), "auto", budget, training=False
     )
     assert isinstance(evaluated, DiskFrames)
     assert "data.cache=auto, 4 frames of val: decoding in the loader workers" in caplog.text
     # ... and true and false keep their meaning whatever the memory
     monkeypatch.setattr(frames_module, "available_memory", lambda: 2 * needed - 1)
     assert isinstance(
-        frames_for("train", samples, MaskDecoder(3), 3, np.uint8, True, budget, training=True), MemoryFrames
+        frames_for("train", samples, MaskFormat(3), 3, np.uint8, True, budget, training=True), MemoryFrames
     )
     monkeypatch.setattr(frames_module, "available_memory", lambda: 10**15)
     assert isinstance(
-        frames_for("train", samples, MaskDecoder(3), 3, np.uint8, False, budget, training=True), DiskFrames
+        frames_for("train", samples, MaskFormat(3), 3, np.uint8, False, budget, training=True), DiskFrames
     )
 
 
@@ -118,13 +118,13 @@ def test_true_refuses_frames_larger_than_all_available_memory(
     budget = MemoryBudget(share=0.5, num_workers=0)
     monkeypatch.setattr(frames_module, "available_memory", lambda: needed)  # all of it: still kept
     assert isinstance(
-        frames_for("train", samples, MaskDecoder(3), 3, np.uint8, True, budget, training=True), MemoryFrames
+        frames_for("train", samples, MaskFormat(3), 3, np.uint8, True, budget, training=True), MemoryFrames
     )
     monkeypatch.setattr(frames_module, "available_memory", lambda: needed - 1)
     with pytest.raises(
         ConfigError, match=r"data\.cache=true: the 4 decoded frames of train do not fit.*data\.cache=auto"
     ):
-        frames_for("train", samples, MaskDecoder(3), 3, np.uint8, True, budget, training=True)
+        frames_for("train", samples, MaskFormat(3), 3, np.uint8, True, budget, training=True)
 
 
 def test_spawned_workers_count_as_copies(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -158,7 +158,7 @@ def test_headers_refuse_mismatched_sizes_and_non_images_without_decoding(tmp_pat
 
 def test_a_file_corrupted_after_the_header_check_is_named_when_read(tmp_path: Path) -> None:
     samples = mixed_sizes(tmp_path)
-    disk = DiskFrames(samples, MaskDecoder(3), 3, read_headers(samples))
+    disk = DiskFrames(samples, MaskFormat(3), 3, read_headers(samples))
     data = samples[2].image.read_bytes()
     samples[2].image.write_bytes(data[: len(data) // 2])  # truncated: the header still reads
     read_headers(samples)
@@ -193,7 +193,7 @@ def test_a_forked_worker_copies_no_pages_of_the_frame_lists(tmp_path: Path) -> N
     dataset. Frames keep file names and pixels in numpy buffers instead."""
     write_folder(tmp_path, {"train": 1}, size=16)
     samples = samples_of(tmp_path) * 20_000
-    disk = DiskFrames(samples, MaskDecoder(3), 3, read_headers(samples))
+    disk = DiskFrames(samples, MaskFormat(3), 3, read_headers(samples))
     memory = MemoryFrames(disk, np.dtype(np.uint8), threads=2)
     copies = [Sample(Path(str(s.image)), Path(str(s.mask))) for s in samples]
     pixels = [tuple(np.array(a) for a in memory.read(i)) for i in range(len(memory))]

@@ -119,7 +119,7 @@ def test_bf16_agrees_with_fp32_and_evaluate_stays_within_the_derived_bound(
     model_path = trained_run["dir"] / "model.pt"
     reports = {}
     for precision in ("32", "bf16"):
-        overrides = [f"model_path={model_path}", "split=val", f"precision={precision}"]
+        overrides = [f"run={model_path}", "split=val", f"precision={precision}"]
         cfg = _eval_cfg(trained_run, *overrides, f"output_dir={tmp_path / precision}")
         reports[precision] = evaluate(cfg, tmp_path)
     exact, fast = reports["32"], reports["bf16"]

@@ -59,9 +59,11 @@ def test_bad_settings_and_format_are_one_line(tmp_path: Path, monkeypatch: pytes
 
 @pytest.mark.slow
 def test_int8_export_runs_alone_and_in_predict_and_evaluate(cli_run: Path, tmp_path: Path) -> None:
-    out = tmp_path / "export"
+    run = tmp_path / "run"  # a copy: the export goes into the run's own export/ folder
+    shutil.copytree(cli_run, run)
+    out = RunDir.of(run).export_dir
     settings = Int8Settings(8, "minmax", True, False)
-    model_file, classes = export_run(cli_run, "onnx_int8", str(out), settings)
+    model_file, classes = export_run(run, "onnx_int8", None, settings)
     assert model_file == out / FORMATS["onnx_int8"].file_name and classes == out / "classes.json"
 
     # onnxruntime alone: int8 convolutions, and the labels of the fp32 network wherever fp32 is not
@@ -86,20 +88,21 @@ def test_int8_export_runs_alone_and_in_predict_and_evaluate(cli_run: Path, tmp_p
     assert clear.float().mean() > 0.3  # the check is on a real share of the pixels
     assert agree[clear].float().mean().item() >= 0.99, (agree[clear].float().mean(), agree.float().mean())
 
-    # seg.predict on an odd size (padded by OnnxModel) and seg.evaluate on the run's data.
+    # seg.predict on an odd size (padded by OnnxModel) and seg.evaluate on the data of the run
+    # holding the file.
     inputs = tmp_path / "in"
     inputs.mkdir()
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (50, 70, 3), dtype=np.uint8)).save(
         inputs / "a.png"
     )
     masks = tmp_path / "masks"
-    cli_ok(["seg.predict", f"model_path={model_file}", f"input={inputs}", f"output={masks}"], cwd=tmp_path)
+    cli_ok(["seg.predict", f"run={model_file}", f"input={inputs}", f"output={masks}"], cwd=tmp_path)
     with Image.open(masks / "a.png") as mask:
         assert mask.size == (70, 50)
-    cli_ok(["seg.evaluate", f"run_dir={cli_run}", f"model_path={model_file}", "split=val",
+    cli_ok(["seg.evaluate", f"run={model_file}", "split=val",
             f"output_dir={tmp_path / 'eval'}", "num_samples=0"], cwd=tmp_path)  # fmt: skip
     int8_iou = json.loads((tmp_path / "eval" / "metrics.json").read_text())["mean"]["iou"]
-    cli_ok(["seg.evaluate", f"run_dir={cli_run}", "split=val", "precision=32",
+    cli_ok(["seg.evaluate", f"run={cli_run}", "split=val", "precision=32",
             f"output_dir={tmp_path / 'eval32'}", "num_samples=0"], cwd=tmp_path)  # fmt: skip
     fp32_iou = json.loads((tmp_path / "eval32" / "metrics.json").read_text())["mean"]["iou"]
     assert abs(int8_iou - fp32_iou) < 0.02, (int8_iou, fp32_iou)
@@ -113,7 +116,7 @@ def test_export_cli_int8_and_its_errors(cli_run: Path, tmp_path: Path) -> None:
     shutil.copytree(OmegaConf.load(cli_run / "config_resolved.yaml").data.root, moved)
     for image in moved.glob("*/train/images/*.png"):
         Image.fromarray(np.asarray(Image.open(image)) // 4).save(image)
-    result = cli_ok(["seg.export", f"model_path={cli_run}", "format=onnx_int8", "int8.calibration_images=2",
+    result = cli_ok(["seg.export", f"run={cli_run}", "format=onnx_int8", "int8.calibration_images=2",
                      f"output={tmp_path / 'moved_int8'}", f"data.root={moved}"], cwd=tmp_path)  # fmt: skip
     from_moved = tmp_path / "moved_int8" / "model_int8.onnx"
     assert from_moved.is_file() and (tmp_path / "moved_int8" / "classes.json").is_file()
@@ -122,9 +125,7 @@ def test_export_cli_int8_and_its_errors(cli_run: Path, tmp_path: Path) -> None:
     again, _ = export_run(cli_run, "onnx_int8", str(tmp_path / "saved_again"), settings)
     assert from_saved.read_bytes() == again.read_bytes()  # so the difference below is the data's
     assert from_saved.read_bytes() != from_moved.read_bytes()
-    result = run_cli(
-        ["seg.export", f"model_path={cli_run}", "format=onnx_int8", "int8.method=kl"], cwd=tmp_path
-    )
+    result = run_cli(["seg.export", f"run={cli_run}", "format=onnx_int8", "int8.method=kl"], cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: int8.method='kl' is not valid")
 

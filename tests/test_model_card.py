@@ -78,7 +78,7 @@ def test_evaluate_adds_its_splits_and_export_its_files(trained_run: dict[str, An
     for split in ("test", "val"):
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = compose(
-                config_name="evaluate", overrides=[f"run_dir={run.path}", f"split={split}", "precision=32"]
+                config_name="evaluate", overrides=[f"run={run.path}", f"split={split}", "precision=32"]
             )
         reports[split] = evaluate(cfg, tmp_path / "unused")
     card = run.model_card.read_text()

@@ -20,7 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from support import cli_environ, compose_train
 
-from seg.module import SegmentationModule
+from seg.lightning_module import SegmentationModule
 
 #: Two epochs of four steps of 8 images (4 per node), 16 validation images. SGD, because Adam
 #: divides every step by the gradient's own size: a gradient that is zero up to rounding gets a

@@ -155,10 +155,10 @@ def test_the_wheel_trains_evaluates_and_predicts_from_an_empty_folder(tmp_path: 
     _run([str(scripts / "seg-train"), *TINY, "trainer.max_epochs=1", "hydra.run.dir=run"], work, env)
     run_dir = work / "run"
     assert (run_dir / "model.pt").is_file()
-    evaluation = _run([str(scripts / "seg-evaluate"), "run_dir=run", "split=val"], work, env)
+    evaluation = _run([str(scripts / "seg-evaluate"), "run=run", "split=val"], work, env)
     assert (run_dir / "eval" / "val" / "metrics.json").is_file(), evaluation.stdout[-2000:]
     Image.new("RGB", (40, 30), (90, 120, 60)).save(work / "photo.png")
-    _run([str(scripts / "seg-predict"), "model_path=run", "input=photo.png", "output=masks"], work, env)
+    _run([str(scripts / "seg-predict"), "run=run", "input=photo.png", "output=masks"], work, env)
     assert any((work / "masks").iterdir())
     page = _run([str(scripts / "seg-predict"), "--help"], work, env).stdout
-    assert page.startswith("seg-predict: ") and "*model_path" in page
+    assert page.startswith("seg-predict: ") and "*run" in page

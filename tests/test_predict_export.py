@@ -32,7 +32,7 @@ def test_predict_keeps_sizes_and_names_the_corrupt_file(cli_run: Path, tmp_path:
     (inputs / "corrupt.png").write_bytes(b"\x89PNG broken")
     out = tmp_path / "out"
     result = run_cli(
-        ["seg.predict", f"model_path={cli_run}", f"input={inputs}", f"output={out}", "tile_size=128"],
+        ["seg.predict", f"run={cli_run}", f"input={inputs}", f"output={out}", "tile_size=128"],
         cwd=tmp_path,
     )
     assert result.returncode == 2
@@ -86,7 +86,7 @@ def test_export_matches_eager_on_two_sizes(fmt: str, upsample: str, tmp_path: Pa
 
 @pytest.mark.slow
 def test_export_cli_writes_model_and_classes(cli_run: Path, tmp_path: Path) -> None:
-    cli_ok(["seg.export", f"model_path={cli_run}", "format=torchscript", f"output={tmp_path}"], cwd=tmp_path)
+    cli_ok(["seg.export", f"run={cli_run}", "format=torchscript", f"output={tmp_path}"], cwd=tmp_path)
     assert json.loads((tmp_path / "classes.json").read_text())["num_classes"] == 13
     assert torch.jit.load(str(tmp_path / "model.pt"))(torch.rand(1, 3, 48, 32)).shape == (1, 13, 48, 32)
 

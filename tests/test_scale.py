@@ -18,7 +18,7 @@ from hydra.utils import instantiate
 from support import REPO, TINY, cli_ok, compose_train, run_cli
 
 from seg.artifacts import write_json
-from seg.module import SegmentationModule
+from seg.lightning_module import SegmentationModule
 from seg.rundir import RunDir
 from seg.training.pipeline import train
 from seg.training.sweeps import share_cores, summarize_sweep

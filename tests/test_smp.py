@@ -18,9 +18,9 @@ from test_train import assert_torchscript_alone_matches
 
 from seg.errors import SegError
 from seg.inference.formats import to_torchscript
+from seg.lightning_module import SegmentationModule
 from seg.models.inputs import DEFAULT_MEAN, DEFAULT_STD
 from seg.models.smp import IMAGENET_MEAN, IMAGENET_STD, SmpNet
-from seg.module import SegmentationModule
 
 smp = pytest.importorskip("segmentation_models_pytorch", reason='needs pip install -e ".[models]"')
 

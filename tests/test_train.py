@@ -14,8 +14,8 @@ import torch
 from support import synthetic_class_names
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from seg.lightning_module import SegmentationModule
 from seg.metrics import build_metrics, summarize
-from seg.module import SegmentationModule
 
 CLASS_NAMES = synthetic_class_names()
 

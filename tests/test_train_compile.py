@@ -11,7 +11,7 @@ import pytest
 import torch
 from test_train import assert_torchscript_alone_matches
 
-from seg.module import SegmentationModule
+from seg.lightning_module import SegmentationModule
 
 needs_compiler = pytest.mark.skipif(
     shutil.which("c++") is None and shutil.which("g++") is None,
@@ -30,7 +30,7 @@ def test_compiled_training_saves_and_exports_the_plain_network(
         "model.compile=true", "trainer.max_epochs=2", "logger=none", "test_after_training=false",
         output_dir=tmp_path / "run",
     )  # fmt: skip
-    with caplog.at_level(logging.INFO, logger="seg.module"):
+    with caplog.at_level(logging.INFO, logger="seg.lightning_module"):
         metrics = train(cfg)
     assert any("torch.compile: the first training step took" in r.getMessage() for r in caplog.records)
     assert metrics["status"] == "finished"

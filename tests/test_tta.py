@@ -144,7 +144,7 @@ def test_bad_scales_are_one_line() -> None:
 @pytest.mark.slow
 def test_evaluate_accepts_tta_flip_and_records_it(cli_run: Path, tmp_path: Path) -> None:
     cli_ok(
-        ["seg.evaluate", f"run_dir={cli_run}", "tta=flip", "num_samples=0", f"output_dir={tmp_path}"],
+        ["seg.evaluate", f"run={cli_run}", "tta=flip", "num_samples=0", f"output_dir={tmp_path}"],
         cwd=tmp_path,
     )
     report = json.loads((tmp_path / "metrics.json").read_text())
@@ -161,7 +161,7 @@ def test_predict_accepts_tta_flip_on_a_checkpoint(cli_run: Path, tmp_path: Path)
     cli_ok(
         [
             "seg.predict",
-            f"model_path={checkpoint}",
+            f"run={checkpoint}",
             f"input={tmp_path / 'a.png'}",
             f"output={out}",
             "tta=flip",

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from seg.errors import OptionError
 from seg.models.unet import UNet
 
 
@@ -129,9 +130,13 @@ def test_normalisation_uses_mean_and_std() -> None:
 def test_bad_arguments_are_rejected() -> None:
     with pytest.raises(ValueError, match="mean/std"):
         UNet(in_channels=1, mean=[0.5, 0.5, 0.5])
-    with pytest.raises(ValueError, match=">= 1"):
+    with pytest.raises(OptionError, match=r"^num_classes=0 is not valid: expected an integer >= 1$"):
         UNet(num_classes=0)
-    with pytest.raises(ValueError, match="transpose, bilinear"):
+    with pytest.raises(OptionError, match=r"^base_channels=True is not valid"):
+        UNet(base_channels=True)
+    with pytest.raises(
+        OptionError, match=r"^upsample='nearest' is not valid: expected transpose or bilinear$"
+    ):
         UNet(upsample="nearest")
-    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+    with pytest.raises(OptionError, match=r"^dropout=1.0 is not valid: expected a number in \[0, 1\)$"):
         UNet(dropout=1.0)

@@ -12,7 +12,7 @@ from support import REPO, compose_train
 from support.datasets import write_folder
 
 from seg.data.datamodule import SegmentationDataModule
-from seg.errors import ConfigError, unwrapping_user_errors
+from seg.errors import ConfigError, building
 
 CAMVID = Path(REPO.parent / "shared" / "datasets" / "camvid")
 
@@ -39,7 +39,7 @@ def datamodule(root: Path, *overrides: str) -> SegmentationDataModule:
         ["data=folder", f"data.root={root}", "data.num_classes=3", "data.image_size=32", "data.num_workers=0",
          f"paths.data_dir={root.parent}", "paths.output_dir=unused", *overrides]
     )  # fmt: skip
-    with unwrapping_user_errors():
+    with building("data"):
         return instantiate(cfg.data)
 
 

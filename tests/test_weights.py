@@ -280,8 +280,8 @@ def test_a_file_trains_any_channel_count_and_a_checkpoint_needs_no_package(
 ) -> None:
     from test_smp import save_checkpoint
 
+    from seg.lightning_module import SegmentationModule
     from seg.models.smp import SmpNet
-    from seg.module import SegmentationModule
 
     file = _lite0_file()
     gray = SmpNet("FPN", "tu-efficientnet_lite0", str(file), in_channels=1, num_classes=3).eval()
@@ -329,7 +329,7 @@ def test_a_run_from_the_package_records_it_and_exports_a_model_that_loads_withou
     from support import TINY, compose_train
     from test_train import assert_torchscript_alone_matches
 
-    from seg.module import SegmentationModule
+    from seg.lightning_module import SegmentationModule
     from seg.training.pipeline import train
 
     _lite0_file()

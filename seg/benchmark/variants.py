@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from seg.benchmark.harness import StepTimer, data_rate, median_rate, peak_memory_mb, sync
 from seg.config import CONF_DIR
 from seg.data.datamodule import SegmentationDataModule
-from seg.errors import ConfigError, unwrapping_user_errors
+from seg.errors import ConfigError, building
 from seg.hardware import resolve_device
 from seg.hydra_setup import set_up
 from seg.training.checks import validate_train_config
@@ -83,7 +83,7 @@ def train_config(
     ]
     chosen = [] if own else [*(sizes if sized else []), *bench.train_overrides]
     device = device_of(bench)
-    with unwrapping_user_errors():
+    with building():
         cfg = compose_train(
             [f"trainer={TRAINERS[device.type]}", *chosen,
              *workers, *paths, "resume=null", "print_config=false", *extra]
@@ -109,7 +109,7 @@ def one_timed_epoch(batches: int) -> list[str]:
 
 def build_data(cfg: DictConfig) -> SegmentationDataModule:
     """The data module ``seg.train`` trains on, prepared and set up for fitting."""
-    with unwrapping_user_errors():
+    with building("data"):
         datamodule: SegmentationDataModule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")

@@ -2,7 +2,7 @@
 
 Class weights and k-means colour clusters are JSON files named ``<kind>-<fingerprint>.json`` in
 ``data.cache_dir``. The fingerprint is of the inputs that say *which* value it is (the dataset's
-file list, the decoder, the class count); the file also records a stamp of every file the value
+file list, the mask format, the class count); the file also records a stamp of every file the value
 was computed from, so that a dataset fixed or replaced at the same paths is noticed: a cached
 value whose files changed is computed again, with one log line that says which files changed.
 

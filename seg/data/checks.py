@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from seg.data.layouts import Problem
-from seg.data.masks import MaskDecoder
+from seg.data.masks import MaskFormat
 from seg.data.reading import read_sample
 from seg.data.stats import class_histogram
 from seg.errors import DataError
@@ -64,11 +64,11 @@ def count_stored(raw: np.ndarray, values: Counter[int | float], colours: Counter
 
 
 def _decoded(
-    decoder: MaskDecoder, raw: np.ndarray, class_names: Sequence[str], ignore_index: int | None
+    mask_format: MaskFormat, raw: np.ndarray, class_names: Sequence[str], ignore_index: int | None
 ) -> str:
-    """What ``decoder`` makes of a one-pixel mask ``raw``: a class name, ``ignored`` or ``refused``."""
+    """What ``mask_format`` makes of a one-pixel mask ``raw``: a class name, ``ignored`` or ``refused``."""
     try:
-        cls = int(decoder(raw, Path("<value>"))[0, 0])
+        cls = int(mask_format(raw, Path("<value>"))[0, 0])
     except DataError:
         return "refused"
     return "ignored" if cls == ignore_index else class_names[cls]
@@ -77,7 +77,7 @@ def _decoded(
 def stored_values(
     values: Counter[int | float],
     colours: Counter[int],
-    decoder: MaskDecoder,
+    mask_format: MaskFormat,
     class_names: Sequence[str],
     ignore_index: int | None,
 ) -> tuple[list[StoredValue], tuple[int, int]]:
@@ -90,7 +90,7 @@ def stored_values(
     if len(found) > SHOWN_VALUES:
         found.sort(key=lambda item: -item[1])
     shown, rest = found[:SHOWN_VALUES], found[SHOWN_VALUES:]
-    listed = [StoredValue(v, n, _decoded(decoder, raw, class_names, ignore_index)) for v, n, raw in shown]
+    listed = [StoredValue(v, n, _decoded(mask_format, raw, class_names, ignore_index)) for v, n, raw in shown]
     return listed, (len(rest), sum(n for _, n, _ in rest))
 
 
@@ -100,9 +100,9 @@ def check_splits(data: SegmentationDataModule) -> list[SplitReport]:
     found, problems = data.samples()
     reports = {split: SplitReport(split, problems=list(problems.get(split, []))) for split in found}
     try:
-        data.decoder.prepare(found.get("train", []), data.read_raw_mask, data.cache_dir)
+        data.mask_format.prepare(found.get("train", []), data.read_raw_mask, data.cache_dir)
     except DataError as e:
-        reports["train"].problems.append(Problem("decoder", data.root, str(e)))
+        reports["train"].problems.append(Problem("mask_format", data.root, str(e)))
         return list(reports.values())
     for split, samples in found.items():
         report = reports[split]
@@ -115,7 +115,7 @@ def check_splits(data: SegmentationDataModule) -> list[SplitReport]:
             try:
                 image, raw = read_sample(sample, data.in_channels)
                 count_stored(raw, values, colours)  # before decoding: refused values are shown too
-                mask = data.decoder(raw, sample.mask or sample.image)
+                mask = data.mask_format(raw, sample.mask or sample.image)
             except DataError as e:
                 report.problems.append(Problem("unreadable or invalid", sample.mask or sample.image, str(e)))
                 continue
@@ -125,7 +125,7 @@ def check_splits(data: SegmentationDataModule) -> list[SplitReport]:
             report.images += images
             report.ignored += ignored
         report.stored, report.other_values = stored_values(
-            values, colours, data.decoder, data.class_names, data.ignore_index
+            values, colours, data.mask_format, data.class_names, data.ignore_index
         )
     return list(reports.values())
 

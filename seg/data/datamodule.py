@@ -15,7 +15,7 @@ from seg.data.cache import Sources, cached_json
 from seg.data.dataset import SegmentationDataset
 from seg.data.frames import MemoryBudget, check_cache_setting, frames_for
 from seg.data.layouts import FolderLayout, Problem, Sample, SideBySideLayout
-from seg.data.masks import MaskDecoder
+from seg.data.masks import MaskFormat
 from seg.data.reading import read_sample
 from seg.data.sampling import ResumableLoader, SeededSampler, SizeGroupedBatches, init_worker
 from seg.data.shards import StreamedFrames, shards_exist
@@ -30,7 +30,7 @@ SPLITS = ("train", "val", "test")
 
 
 class SegmentationDataModule(pl.LightningDataModule):
-    """Train/val/test dataloaders for a dataset described by a layout and a mask decoder.
+    """Train/val/test dataloaders for a dataset described by a layout and a mask format.
 
     Every argument but ``generator`` is required: their defaults are the data configs
     (``conf/data/_loader.yaml`` and each dataset's file), and nowhere else.
@@ -42,7 +42,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         ignore_index: mask value excluded from loss and metrics, or ``None``.
         palette: one ``[r, g, b]`` per class, to decode colour masks and to draw predictions.
         layout: where images and masks are.
-        decoder: turns mask files into class indices.
+        mask_format: turns mask files into class indices.
         mean: per-channel mean of the images in ``[0, 1]`` units (the model normalises with it).
         std: per-channel standard deviation of the images in ``[0, 1]`` units.
         image_size: side of the square training images or crops; the transform configs refer to it.
@@ -75,7 +75,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         ignore_index: int | None,
         palette: Sequence[Sequence[int]] | None,
         layout: FolderLayout | SideBySideLayout,
-        decoder: MaskDecoder,
+        mask_format: MaskFormat,
         mean: Sequence[float] | None,
         std: Sequence[float] | None,
         image_size: int | None,
@@ -104,7 +104,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         self.class_names = list(class_names) if class_names else default_names(num_classes)
         self.ignore_index = ignore_index
         self.layout = layout
-        self.decoder = decoder
+        self.mask_format = mask_format
         self._palette = [list(map(int, c)) for c in palette] if palette is not None else None
         self.mean, self.std = mean, std
         self.image_size = image_size
@@ -136,8 +136,8 @@ class SegmentationDataModule(pl.LightningDataModule):
 
     @property
     def palette(self) -> list[list[int]]:
-        """One ``[r, g, b]`` per class: configured, fitted by the decoder, or generated."""
-        return self.decoder.palette or self._palette or default_palette(self.num_classes)
+        """One ``[r, g, b]`` per class: configured, fitted by the mask format, or generated."""
+        return self.mask_format.palette or self._palette or default_palette(self.num_classes)
 
     @property
     def classes(self) -> ClassInfo:
@@ -200,12 +200,12 @@ class SegmentationDataModule(pl.LightningDataModule):
                     f"no validation split: expected {self.layout.describe('val')}, or set "
                     "data.val_fraction=0.1 to hold out part of train"
                 )
-            self.decoder.prepare(found["train"], self.read_raw_mask, self.cache_dir)
+            self.mask_format.prepare(found["train"], self.read_raw_mask, self.cache_dir)
             self._samples = found
         return self._samples
 
     def read_raw_mask(self, sample: Sample) -> np.ndarray:
-        """The mask of ``sample`` as stored, before decoding (what decoders are fitted on)."""
+        """The mask of ``sample`` as stored, before decoding (what mask formats are fitted on)."""
         return read_sample(sample, self.in_channels)[1]
 
     def _dataset(self, split: str) -> SegmentationDataset:
@@ -218,7 +218,7 @@ class SegmentationDataModule(pl.LightningDataModule):
             samples = self._split_samples()[split]
             training = split == "train"
             frames = frames_for(
-                split, samples, self.decoder, self.in_channels, self.mask_dtype, self.cache,
+                split, samples, self.mask_format, self.in_channels, self.mask_dtype, self.cache,
                 self.cache_budget, training,
             )  # fmt: skip
             pipeline = self.train_pipeline if training else self.eval_pipeline
@@ -296,8 +296,8 @@ class SegmentationDataModule(pl.LightningDataModule):
             )
         dataset = self._dataset("train")
         samples = dataset.frames.samples
-        key = [str(self.root.resolve()), [str(s.image) for s in samples], repr(self.decoder),
-               self.decoder.palette, self.num_classes, self.ignore_index]  # fmt: skip
+        key = [str(self.root.resolve()), [str(s.image) for s in samples], repr(self.mask_format),
+               self.mask_format.palette, self.num_classes, self.ignore_index]  # fmt: skip
 
         def compute() -> dict[str, Any]:
             masks = (dataset.frames.mask(i) for i in range(len(dataset)))

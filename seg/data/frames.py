@@ -33,7 +33,7 @@ from typing import Protocol
 import numpy as np
 
 from seg.data.layouts import Sample
-from seg.data.masks import MaskDecoder
+from seg.data.masks import MaskFormat
 from seg.data.reading import image_size, open_image, read_mask_array, read_sample
 from seg.errors import ConfigError, DataError
 from seg.hardware import usable_cores
@@ -70,17 +70,17 @@ class DiskFrames:
 
     Args:
         samples: the image/mask files.
-        decoder: turns raw masks into class indices and checks their values.
+        mask_format: turns raw masks into class indices and checks their values.
         in_channels: 3 for RGB, 1 for grayscale.
         sizes: ``(height, width)`` of every frame, from ``read_headers``.
     """
 
     def __init__(
-        self, samples: Sequence[Sample], decoder: MaskDecoder, in_channels: int, sizes: np.ndarray
+        self, samples: Sequence[Sample], mask_format: MaskFormat, in_channels: int, sizes: np.ndarray
     ) -> None:
         self._images = np.array([str(s.image) for s in samples])
         self._masks = np.array([str(s.mask) if s.mask is not None else "" for s in samples])
-        self.decoder = decoder
+        self.mask_format = mask_format
         self.in_channels = in_channels
         self.sizes = np.asarray(sizes, dtype=np.int64).reshape(len(samples), 2)
 
@@ -100,7 +100,7 @@ class DiskFrames:
     def read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         sample = self.sample(index)
         image, raw = read_sample(sample, self.in_channels)
-        return image, self.decoder(raw, sample.mask or sample.image)
+        return image, self.mask_format(raw, sample.mask or sample.image)
 
     def mask(self, index: int) -> np.ndarray:
         """The class-index mask of frame ``index``, without decoding its image where it has a
@@ -108,7 +108,7 @@ class DiskFrames:
         sample = self.sample(index)
         if sample.mask is None:
             return self.read(index)[1]
-        return self.decoder(read_mask_array(open_image(sample.mask, "mask")), sample.mask)
+        return self.mask_format(read_mask_array(open_image(sample.mask, "mask")), sample.mask)
 
     def size(self, index: int) -> tuple[int, int]:
         height, width = self.sizes[index]
@@ -251,7 +251,7 @@ def check_cache_setting(cache: bool | str, share: float) -> None:
 def frames_for(
     split: str,
     samples: Sequence[Sample],
-    decoder: MaskDecoder,
+    mask_format: MaskFormat,
     in_channels: int,
     mask_dtype: np.dtype,
     cache: bool | str,
@@ -260,7 +260,7 @@ def frames_for(
 ) -> DiskFrames | MemoryFrames:
     """The frames of ``split`` as ``cache`` says, after reading every file's header. ``auto``
     keeps only a ``training`` split in memory (see ``EVALUATION_DECODES``)."""
-    disk = DiskFrames(samples, decoder, in_channels, read_headers(samples))
+    disk = DiskFrames(samples, mask_format, in_channels, read_headers(samples))
     keep = bool(cache)
     if cache == "auto":
         keep, reason = budget.fits(disk.decoded_bytes(mask_dtype)) if training else (False, EVALUATION_DECODES)

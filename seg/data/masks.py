@@ -1,12 +1,12 @@
-"""Mask decoders: from what is stored in a mask file to one class index per pixel.
+"""Mask formats (``data/mask_format``): from what is stored in a mask file to one class index per pixel.
 
-``MaskDecoder`` reads single-channel masks (8-bit, 16-bit, palette PNGs by index) as class
+``MaskFormat`` reads single-channel masks (8-bit, 16-bit, palette PNGs by index) as class
 indices, or through a mapping from stored values to classes (``{0: 0, 255: 1}``), and colour
 (RGB) masks by nearest palette colour. ``BinaryMask`` reads any background/foreground coding as
 two classes. ``KMeansColours`` finds the classes itself, as k colour clusters fitted once
 (seeded) on the training masks and cached, so that training, evaluation and prediction agree.
 
-Every decoder says in one line what it maps to what (``describe``), for ``seg.check_data``.
+Every format says in one line what it maps to what (``describe``), for ``seg.check_data``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 Palette = list[list[int]]
 
 #: Where the value mapping is set, as error messages name it.
-MASK_VALUES_KEY = "data.decoder.mask_values"
+MASK_VALUES_KEY = "data.mask_format.mask_values"
 
 
 #: RGB -> YCbCr (JPEG's colour space). JPEG keeps luma sharp and blurs chroma, so colour
@@ -72,7 +72,7 @@ def majority_filter(labels: np.ndarray) -> np.ndarray:
     return np.take_along_axis(shifted, votes.argmax(0)[None], 0)[0]
 
 
-class MaskDecoder:
+class MaskFormat:
     """Class-index masks as they are, or through a value mapping; colour masks through a palette.
 
     Args:
@@ -109,7 +109,7 @@ class MaskDecoder:
         self.mask_values = self._check_mapping(mask_values) if mask_values is not None else None
         if ignore_unmapped and (self.mask_values is None or ignore_index is None):
             raise ConfigError(
-                f"data.decoder.ignore_unmapped=true needs {MASK_VALUES_KEY} (the values to keep) and "
+                f"data.mask_format.ignore_unmapped=true needs {MASK_VALUES_KEY} (the values to keep) and "
                 "data.ignore_index (what the others become)"
             )
         self.ignore_unmapped = ignore_unmapped
@@ -146,7 +146,7 @@ class MaskDecoder:
     def prepare(
         self, samples: Sequence[Sample], read: Callable[[Sample], np.ndarray], cache_dir: Path
     ) -> None:
-        """Learn whatever the decoder needs from the training masks (nothing, here)."""
+        """Learn whatever the format needs from the training masks (nothing, here)."""
 
     def __call__(self, raw: np.ndarray, path: Path) -> np.ndarray:
         """Class indices ``(H, W)`` for a raw mask array read from ``path``."""
@@ -168,7 +168,7 @@ class MaskDecoder:
                 labels = majority_filter(labels)
             if self.ignore_index is None and (labels == fill).any():
                 raise DataError(
-                    f"mask {path} has colours farther than data.decoder.max_distance="
+                    f"mask {path} has colours farther than data.mask_format.max_distance="
                     f"{self.max_distance} from every palette colour; set data.ignore_index to "
                     "ignore them, or raise max_distance"
                 )
@@ -215,7 +215,7 @@ class MaskDecoder:
         raise DataError(
             f"mask {path} holds values {_listed(values)}, of which {_listed(missing)} are not in "
             f"{MASK_VALUES_KEY}={_flow(mapping)}; give each a class there, or set "
-            "data.decoder.ignore_unmapped=true (with data.ignore_index) to ignore them"
+            "data.mask_format.ignore_unmapped=true (with data.ignore_index) to ignore them"
         )
 
     def _check_indices(self, labels: np.ndarray, path: Path) -> np.ndarray:
@@ -243,7 +243,7 @@ class MaskDecoder:
             )
             example = f"'{MASK_VALUES_KEY}={_flow(dict(sorted(mapping.items())), compact=True)}'"
         if example is not None and self.num_classes == 2:
-            binary = "data/decoder=binary (any value above 0 is class 1)"
+            binary = "data/mask_format=binary (any value above 0 is class 1)"
             return f"map stored values to classes with {example}, or use {binary}"
         also = f" (e.g. {example})" if example else ""
         return (
@@ -309,7 +309,7 @@ def _flow(mapping: Mapping[int, int], compact: bool = False) -> str:
     return "{" + sep.join(f"{k}{colon}{v}" for k, v in mapping.items()) + "}"
 
 
-class BinaryMask(MaskDecoder):
+class BinaryMask(MaskFormat):
     """Two classes from any background/foreground coding (0/1, 0/255, 0/65535, white on black):
     stored values above ``threshold`` are class 1, the others class 0. A colour mask's pixel is
     foreground where any channel is above ``threshold``.
@@ -322,7 +322,7 @@ class BinaryMask(MaskDecoder):
     def __init__(self, num_classes: int = 2, threshold: float = 0) -> None:
         if num_classes != 2:
             raise ConfigError(
-                f"data/decoder=binary makes 2 classes, but data.num_classes={num_classes}; set it to 2"
+                f"data/mask_format=binary makes 2 classes, but data.num_classes={num_classes}; set it to 2"
             )
         super().__init__(num_classes=2)
         self.threshold = threshold
@@ -334,7 +334,7 @@ class BinaryMask(MaskDecoder):
     def describe(self, class_names: Sequence[str]) -> str:
         t = self.threshold
         background, foreground = class_names[:2]
-        return f"binary masks (data/decoder=binary): values <= {t} -> {background}, above -> {foreground}"
+        return f"binary masks (data/mask_format=binary): values <= {t} -> {background}, above -> {foreground}"
 
     def __repr__(self) -> str:
         return f"BinaryMask(threshold={self.threshold})"
@@ -362,7 +362,7 @@ def kmeans(points: np.ndarray, k: int, seed: int, iterations: int = 50) -> np.nd
     return c[order]
 
 
-class KMeansColours(MaskDecoder):
+class KMeansColours(MaskFormat):
     """Colour masks whose classes are ``num_classes`` colour clusters, fitted on training masks.
 
     The clusters are fitted once with a fixed seed on pixels sampled from the training masks,
@@ -431,6 +431,6 @@ class KMeansColours(MaskDecoder):
 
     def __call__(self, raw: np.ndarray, path: Path) -> np.ndarray:
         if raw.ndim != 3:
-            raise DataError(f"mask {path} is single-channel; the k-means decoder needs colour masks")
+            raise DataError(f"mask {path} is single-channel; data/mask_format=kmeans needs colour masks")
         labels = nearest_colour(raw, np.asarray(self.palette), None, 0)
         return majority_filter(labels) if self.denoise else labels

@@ -232,12 +232,12 @@ def shard_splits(cfg: Any) -> dict[str, int]:
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from seg.errors import ConfigError, unwrapping_user_errors
+    from seg.errors import ConfigError, building
 
     output = str(cfg.get("output") or "").rstrip("/")
     if not output:
         raise ConfigError("output is not set: pass output=DIR or output=s3://bucket/prefix")
-    with unwrapping_user_errors():
+    with building("data"):
         datamodule = instantiate(cfg.data, cache=False)  # frames are read once each: no cache
     datamodule.prepare_data()
     datamodule.setup()

@@ -20,12 +20,11 @@ from seg.artifacts import atomic_path, write_json
 from seg.classes import ClassInfo
 from seg.config import CONF_DIR
 from seg.data.datamodule import SegmentationDataModule
-from seg.errors import SegError, unwrapping_user_errors
+from seg.errors import SegError, building
 from seg.hardware import resolve_device
 from seg.inference.predictor import Predictor, load_model
 from seg.inference.tta import from_config
 from seg.metrics import build_metrics, metric_key, summarize
-from seg.overrides import split_override
 from seg.reports import tables
 from seg.reports.model_card import write_model_card
 from seg.reports.pictures import confusion_matrix_figure, sample_panel_figure, save_figure
@@ -38,20 +37,24 @@ log = logging.getLogger(__name__)
 LOADER_DEFAULTS = CONF_DIR / "data" / "_loader.yaml"
 
 
-def data_config(cfg: DictConfig, data_root: str | None = None) -> DictConfig:
-    """The data config to evaluate on: a run directory's saved one (read from ``data_root`` when
-    given), or the composed one."""
-    if not cfg.get("run_dir"):
+def data_config(cfg: DictConfig, run_dir: RunDir | None) -> DictConfig:
+    """The data to evaluate on: the dataset chosen with ``data=<name>``, else the data config the
+    model's training run saved (read from ``data.root`` instead, when given)."""
+    if "_target_" in cfg.data:
         return cfg.data
-    return run_data_config(RunDir.of(cfg.run_dir), data_root)
+    if run_dir is None:
+        raise SegError(
+            f"run={cfg.run} is not inside a training run, so its data is unknown: add "
+            "data=<dataset> data.root=<dir>"
+        )
+    return run_data_config(run_dir, cfg.data.root)
 
 
 def run_data_config(run_dir: RunDir, data_root: str | None = None) -> DictConfig:
     """The data config a training run saved, read from ``data_root`` instead when given."""
-    saved = run_dir.saved_config()
-    if saved is None:
-        raise SegError(f"run_dir {run_dir.path} has no saved config; is it a training run directory?")
-    run_cfg = OmegaConf.load(saved)
+    run_cfg = run_dir.load_config()
+    if run_cfg is None:
+        raise SegError(f"run {run_dir.path} has no saved config; is it a training run directory?")
     # Loading settings added to seg after the run was saved take today's defaults.
     run_cfg.data = OmegaConf.merge(OmegaConf.load(LOADER_DEFAULTS), run_cfg.data)
     if data_root:
@@ -63,16 +66,15 @@ def build_datamodule(data: DictConfig, run_dir: RunDir | None) -> SegmentationDa
     """The data module ``data`` describes; a run saved with other data settings than this version
     of seg takes is one line naming the way around it."""
     try:
-        with unwrapping_user_errors():
+        with building("data"):
             return instantiate(data)
     except (InstantiationException, InterpolationKeyError) as error:
         reason = error.__cause__ if isinstance(error, InstantiationException) else error
         if run_dir is None or not isinstance(reason, (TypeError, InterpolationKeyError)):
             raise
         raise SegError(
-            f"run_dir {run_dir.path}: its saved data config does not fit this version of seg "
-            f"({reason}); evaluate its model with model_path={run_dir.model()} "
-            "data=<name> data.root=<dir> instead"
+            f"run {run_dir.path}: its saved data config does not fit this version of seg "
+            f"({reason}); name the data instead: run={run_dir.path} data=<name> data.root=<dir>"
         ) from None
 
 
@@ -122,38 +124,23 @@ def markdown_table(rows: Sequence[dict[str, Any]], means: dict[str, float]) -> s
 
 def run_evaluation(cfg: DictConfig) -> float:
     """What ``seg.evaluate`` runs: ``evaluate`` with the command's run directory as the default
-    output and a ``data.root=`` given on the command line moving a run's saved data (the composed
-    ``data`` is not used with ``run_dir``); returns the mean Dice, for sweepers."""
-    data_root = _command_line_data_root() if cfg.get("run_dir") else None
-    report = evaluate(cfg, Path(HydraConfig.get().runtime.output_dir), data_root)
+    output; returns the mean Dice, for sweepers."""
+    report = evaluate(cfg, Path(HydraConfig.get().runtime.output_dir))
     return float(report["mean"]["dice"])
 
 
-def _command_line_data_root() -> str | None:
-    for override in HydraConfig.get().overrides.task:
-        key, value = split_override(override)
-        if key == "data.root":
-            return value
-    return None
-
-
-def evaluate(cfg: DictConfig, default_output: Path, data_root: str | None = None) -> dict[str, Any]:
-    """Score ``cfg.model_path`` (or ``cfg.run_dir``'s ``RunDir.model()``) on ``cfg.split``, with a
-    run's data read from ``data_root`` when given; write the report (``EvalDir``: a table, its JSON twin,
-    pictures) and return its content."""
-    if not cfg.get("run_dir") and not cfg.get("model_path"):
-        raise SegError(
-            "pass run_dir=<training run directory>, or model_path=<model file> with data=<dataset>"
-        )
-    if cfg.get("run_dir") and not Path(cfg.run_dir).is_dir():
-        raise SegError(f"run_dir {cfg.run_dir} does not exist")
-    run_dir = RunDir.of(cfg.run_dir) if cfg.get("run_dir") else None
-    model_path = Path(cfg.model_path) if cfg.get("model_path") or run_dir is None else run_dir.model()
-    model, info, model_path = load_model(model_path, resolve_device(cfg.device))
+def evaluate(cfg: DictConfig, default_output: Path) -> dict[str, Any]:
+    """Score ``cfg.run`` (a training run's own model, or a model file) on ``cfg.split`` of its
+    data (``data_config``); write the report (``EvalDir``: a table, its JSON twin, pictures) into
+    the run's ``eval/<split>`` when the model is the run's own, else under ``default_output``,
+    and return its content."""
+    model, info, model_path = load_model(cfg.run, resolve_device(cfg.device))
+    run_dir = RunDir.holding(cfg.run)
+    own_model = run_dir is not None and model_path.resolve() == run_dir.model_file.resolve()
     split = cfg.split
     if split not in ("train", "val", "test"):
         raise SegError(f"split={split!r} is not valid: expected test, val or train")
-    datamodule = build_datamodule(data_config(cfg, data_root), run_dir)
+    datamodule = build_datamodule(data_config(cfg, run_dir), run_dir)
     if info.num_classes != datamodule.num_classes:
         raise SegError(
             f"model {model_path} predicts {info.num_classes} classes but the data has "
@@ -170,7 +157,7 @@ def evaluate(cfg: DictConfig, default_output: Path, data_root: str | None = None
     if cfg.get("output_dir"):
         output = Path(cfg.output_dir)
     else:
-        output = run_dir.eval_dir(split) if run_dir else default_output / "eval" / split
+        output = run_dir.eval_dir(split) if own_model else default_output / "eval" / split
     report = {
         "model": model_path,
         "data_root": datamodule.root,

@@ -193,25 +193,25 @@ def checkpoint_of(path: Path) -> tuple[Path, RunDir]:
         run_dir = RunDir.of(path)
         return run_dir.best_checkpoint(), run_dir
     if path.suffix != ".ckpt":
-        raise SegError(f"model_path {path} must be a .ckpt checkpoint or a training run directory")
+        raise SegError(f"run={path} must be a training run directory or a .ckpt checkpoint")
     return path, RunDir.of_checkpoint(path)
 
 
 def export_run(
-    model_path: str | os.PathLike[str],
+    run: str | os.PathLike[str],
     fmt: str,
     output: str | None = None,
     int8: Int8Settings | None = None,
     data_root: str | None = None,
 ) -> tuple[Path, Path]:
-    """Export a run's best weights (or a ``.ckpt``) as ``fmt`` with its classes file beside it,
-    into ``output`` or the run's export folder. Returns the model file and the classes file.
+    """Export ``run``'s best weights (a training run, or a ``.ckpt``) as ``fmt`` with its classes
+    file beside it, into ``output`` or the run's export folder. Returns the model file and the classes file.
 
     A calibrated format (``onnx_int8``) is calibrated on ``int8.calibration_images`` training frames
     of the run's saved data config, read from ``data_root`` instead of the saved root when given.
     """
     chosen = export_format(fmt)
-    checkpoint, run_dir = checkpoint_of(Path(model_path))
+    checkpoint, run_dir = checkpoint_of(Path(run))
     net, info, _ = load_model(checkpoint)
     calibration = None
     if chosen.calibrated:
@@ -231,7 +231,7 @@ def export_run(
 def export_from_config(cfg: Any) -> tuple[Path, Path]:
     """What ``seg.export`` runs: ``export_run`` with the command's settings; prints what it wrote."""
     model, classes = export_run(
-        cfg.model_path, cfg.format, cfg.get("output"), Int8Settings(**cfg.int8), cfg.data.root
+        cfg.run, cfg.format, cfg.get("output"), Int8Settings(**cfg.int8), cfg.data.root
     )
     print(f"Wrote {model} and {classes}")
     return model, classes

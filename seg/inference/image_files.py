@@ -99,10 +99,10 @@ def predict_files(
 
 
 def predict(cfg: DictConfig) -> PredictionReport:
-    """What ``seg.predict`` runs: ``cfg.model_path`` on ``cfg.input`` (an image or a folder), masks
-    and overlays written to ``cfg.output`` (default: the command's run directory). Files that
-    cannot be read are listed, then one error names how many."""
-    model, info, _ = load_model(cfg.model_path, resolve_device(cfg.device))
+    """What ``seg.predict`` runs: ``cfg.run`` (a run or a model file) on ``cfg.input`` (an image
+    or a folder), masks and overlays written to ``cfg.output`` (default: the command's run
+    directory). Files that cannot be read are listed, then one error names how many."""
+    model, info, _ = load_model(cfg.run, resolve_device(cfg.device))
     tta = from_config(cfg.get("tta"))
     predictor = Predictor(
         model, info.num_classes, cfg.device, str(cfg.precision), cfg.tile_size, cfg.tile_overlap, tta

@@ -64,11 +64,11 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Mo
     if path.is_dir():
         path = RunDir.of(path).model()
     if not path.is_file():
-        raise SegError(f"model_path {path} does not exist")
+        raise SegError(f"run={path} does not exist: pass a training run directory or a model file")
     suffix = path.suffix.lower()
     try:
         if suffix == ".ckpt":
-            from seg.module import SegmentationModule
+            from seg.lightning_module import SegmentationModule
 
             module = SegmentationModule.load_from_checkpoint(path, map_location="cpu", weights_only=True)
             net: Any = module.net.eval().to(memory_format=torch.contiguous_format)

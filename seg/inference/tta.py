@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from seg.errors import SegError, unwrapping_user_errors
+from seg.errors import SegError, building
 
 
 class TTA:
@@ -93,5 +93,5 @@ def from_config(node: DictConfig | None) -> TTA:
     """The augmentation a command's ``tta`` group describes (none when the config has no ``tta``)."""
     if node is None:
         return PLAIN
-    with unwrapping_user_errors():
+    with building("tta"):
         return instantiate(node)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import nn
 
-from seg.errors import ConfigError
+from seg.errors import OptionError
 from seg.losses.common import weights_tensor
 from seg.losses.overlap import DiceLoss
 from seg.losses.pixelwise import CrossEntropyLoss
@@ -40,28 +40,27 @@ class WeightedSum(nn.Module):
     ) -> None:
         super().__init__()
         if set(terms) != set(weights):
-            raise ConfigError(
-                f"loss.weights names {sorted(weights)} but loss.terms names {sorted(terms)}: "
-                "give one weight per term"
-            )
+            names = f" names {sorted(weights)} but terms names {sorted(terms)}: give one weight per term"
+            raise OptionError("weights", names)
         for name, weight in weights.items():
             if not weight >= 0:
-                raise ConfigError(f"loss.weights.{name}={weight} is not valid: expected a number >= 0")
+                raise OptionError.invalid(f"weights.{name}", weight, "a number >= 0")
         active = [name for name in terms if weights[name] > 0]
         if not active:
-            raise ConfigError("every loss.weights value is 0: give at least one term a weight above 0")
-        weights_tensor(class_weights)  # its errors name loss.class_weights, not a term's key
+            raise OptionError("weights", ": every value is 0; give at least one term a weight above 0")
+        weights_tensor(class_weights)  # its errors name class_weights, not a term's key
         self.terms = nn.ModuleDict()
         for name in active:
             if isinstance(terms[name], nn.Module):
-                raise ConfigError(
-                    f"loss.terms.{name} is an instantiated loss: add _partial_: true to its config "
-                    "(ignore_index and class_weights come from the sum)"
+                raise OptionError(
+                    f"terms.{name}",
+                    " is an instantiated loss: add _partial_: true to its config "
+                    "(ignore_index and class_weights come from the sum)",
                 )
             try:
                 self.terms[name] = terms[name](ignore_index=ignore_index, class_weights=class_weights)
-            except ConfigError as error:  # a term's own option: name its key under loss.terms
-                raise ConfigError(str(error).replace("loss.", f"loss.terms.{name}.", 1)) from None
+            except OptionError as error:  # a term's own option, under its key in terms
+                raise error.within(f"terms.{name}") from None
         self.weights = {name: float(weights[name]) for name in active}
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from seg.errors import ConfigError
+from seg.errors import OptionError
 
 
 def check_shapes(logits: torch.Tensor, target: torch.Tensor) -> None:
@@ -43,17 +43,15 @@ def weights_tensor(class_weights: Sequence[float] | None) -> torch.Tensor | None
         return None
     weights = torch.tensor([float(w) for w in class_weights])
     if (weights < 0).any() or weights.sum() <= 0:
-        raise ConfigError(
-            f"loss.class_weights={list(class_weights)} is not valid: expected weights >= 0, not all zero"
-        )
+        raise OptionError.invalid("class_weights", list(class_weights), "weights >= 0, not all zero")
     return weights
 
 
 def check_at_least(name: str, value: float, minimum: float, strict: bool = False) -> None:
-    """Raise a one-line ``ConfigError`` naming ``loss.<name>`` when ``value`` is below ``minimum``."""
+    """Raise an ``OptionError`` naming the loss's argument ``name`` when ``value`` is below ``minimum``."""
     if value < minimum or (strict and value == minimum):
         relation = ">" if strict else ">="
-        raise ConfigError(f"loss.{name}={value} is not valid: expected a number {relation} {minimum}")
+        raise OptionError.invalid(name, value, f"a number {relation} {minimum}")
 
 
 def safe_ratio(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:

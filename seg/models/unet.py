@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from seg.errors import OptionError
 from seg.models.inputs import normalisation, pad_to_multiple
 
 #: Height and width are padded to a multiple of this (four 2x2 poolings).
@@ -103,16 +104,11 @@ class UNet(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        if in_channels < 1 or num_classes < 1 or base_channels < 1:
-            raise ValueError(
-                "UNet needs in_channels, num_classes and base_channels >= 1, got "
-                f"{in_channels}, {num_classes}, {base_channels}"
-            )
+        self.check_options(
+            in_channels=in_channels, num_classes=num_classes, base_channels=base_channels,
+            upsample=upsample, dropout=dropout,
+        )  # fmt: skip
         mean_tensor, std_tensor = normalisation(in_channels, mean, std)
-        if upsample not in UPSAMPLERS:
-            raise ValueError(f"UNet upsample must be one of {', '.join(UPSAMPLERS)}, got {upsample!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"UNet dropout must be in [0, 1), got {dropout}")
         self.in_channels = in_channels
         self.num_classes = num_classes
         self.size_divisor = SIZE_DIVISOR
@@ -132,6 +128,29 @@ class UNet(nn.Module):
             [UpBlock(widths[i + 1], widths[i], upsample) for i in reversed(range(4))]
         )
         self.head = nn.Conv2d(widths[0], num_classes, kernel_size=3, padding=1)
+
+    @staticmethod
+    def check_options(
+        in_channels: object = 3,
+        num_classes: object = 2,
+        base_channels: object = 64,
+        upsample: object = "transpose",
+        dropout: object = 0.0,
+        **others: object,
+    ) -> None:
+        """Raise an ``OptionError`` naming the first of these options that cannot build a U-Net;
+        training runs it on the config before any data is read (``seg.training.checks``)."""
+        for name, value in (
+            ("in_channels", in_channels),
+            ("num_classes", num_classes),
+            ("base_channels", base_channels),
+        ):
+            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+                raise OptionError.invalid(name, value, "an integer >= 1")
+        if upsample not in UPSAMPLERS:
+            raise OptionError.invalid("upsample", upsample, " or ".join(UPSAMPLERS))
+        if not (isinstance(dropout, (int, float)) and not isinstance(dropout, bool) and 0 <= dropout < 1):
+            raise OptionError.invalid("dropout", dropout, "a number in [0, 1)")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2], x.shape[-1]

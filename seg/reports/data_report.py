@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 
 from seg.artifacts import write_json
 from seg.data.checks import blocking_problems, check_splits, format_report
-from seg.errors import SegError, unwrapping_user_errors
+from seg.errors import SegError, building
 from seg.reports.pictures import save_class_histogram
 
 
@@ -22,12 +22,12 @@ def check_data(cfg: DictConfig, output_dir: Path | None = None) -> None:
     Raises ``SegError`` naming the first problem when the data cannot be trained on as it is.
     """
     output_dir = Path(HydraConfig.get().runtime.output_dir) if output_dir is None else output_dir
-    with unwrapping_user_errors():  # a mistake in the data config (its decoder, ...) is one line
+    with building("data"):  # a mistake in the data config (its mask format, ...) is one line
         datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     reports = check_splits(datamodule)
     names = datamodule.class_names
-    print(f"Masks: {datamodule.decoder.describe(names)}", flush=True)
+    print(f"Masks: {datamodule.mask_format.describe(names)}", flush=True)
     for report in reports:
         print(format_report(report, names, datamodule.ignore_index), flush=True)
     shares = {

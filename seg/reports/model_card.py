@@ -324,7 +324,7 @@ def _usage_section(run: _Run) -> list[str]:
         snippet(channels),
         "```",
         "",
-        "With `seg`: `seg-predict model_path=<this folder> input=<image or folder> output=<folder>`.",
+        "With `seg`: `seg-predict run=<this folder> input=<image or folder> output=<folder>`.",
         "",
     ]
 

@@ -21,6 +21,8 @@ import pytorch_lightning as pl
 import torch
 from torch.optim.lr_scheduler import LRScheduler
 
+from seg.errors import OptionError
+
 #: ``trainer.max_time`` as Lightning's Timer reads it from a string.
 DURATION = re.compile(r"(\d+):(\d\d):(\d\d):(\d\d)")
 
@@ -204,9 +206,9 @@ class BudgetSchedule(LRScheduler):
         total_steps: int | None = None,
     ) -> None:
         if shape not in ("linear", "cosine"):
-            raise ValueError(f"scheduler.scheduler.shape={shape!r}: expected linear or cosine")
+            raise OptionError.invalid("shape", shape, "linear or cosine")
         if not 0.0 <= warmup < 1.0:
-            raise ValueError(f"scheduler.scheduler.warmup={warmup!r}: expected a fraction in [0, 1)")
+            raise OptionError.invalid("warmup", warmup, "a fraction in [0, 1)")
         self.shape = shape
         self.warmup = warmup
         self.total_steps = total_steps

@@ -11,8 +11,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from seg.data.stats import MEDIAN_FREQUENCY_POWERS
-from seg.errors import ConfigError
-from seg.models.unet import UPSAMPLERS
+from seg.errors import ConfigError, building
 from seg.training.budget import DURATION
 
 
@@ -45,7 +44,6 @@ _CHECKS: list[tuple[str, Callable[[object], bool], str]] = [
         lambda v: v is None or _positive_int(v),
         "an integer >= 1 (any size: the U-Net pads)",
     ),
-    ("model.net.base_channels", _positive_int, "an integer >= 1"),
     ("model.optimizer.lr", _positive_number, "a positive number"),
     ("trainer.max_epochs", lambda v: v is None or v == -1 or _positive_int(v), "an integer >= 1"),
     ("model.compile", lambda v: isinstance(v, bool), "true or false"),
@@ -92,19 +90,25 @@ def validate_train_config(cfg: DictConfig) -> None:
             f"loss.class_weights has {len(weights)} values but data.num_classes is {num_classes}; "
             "give one weight per class, or use loss.class_weights=median_frequency"
         )
-    net = cfg.model.net
-    if "upsample" in net and net.upsample not in UPSAMPLERS:
-        raise ConfigError(
-            f"model.net.upsample={net.upsample!r} is not valid: expected {' or '.join(UPSAMPLERS)}"
-        )
-    if "dropout" in net and not (isinstance(net.dropout, (int, float)) and 0 <= net.dropout < 1):
-        raise ConfigError(f"model.net.dropout={net.dropout!r} is not valid: expected a number in [0, 1)")
+    _check_network(cfg.model.net)
     if cfg.model.net.num_classes != num_classes:
         raise ConfigError(
             f"model.net.num_classes={cfg.model.net.num_classes} disagrees with "
             f"data.num_classes={num_classes}; leave model.net.num_classes at ${{data.num_classes}}"
         )
     _check_fused_optimizer(cfg)
+
+
+def _check_network(net: DictConfig) -> None:
+    """The network's own check of its options (its class's ``check_options``, where it has one),
+    run on the config so that a mistake stops the run before any data is read."""
+    try:
+        check = getattr(get_class(net._target_), "check_options", None)
+    except Exception:  # not importable: instantiating reports it
+        return
+    if check is not None:
+        with building("model.net"):
+            check(**{key: net[key] for key in net if not str(key).startswith("_")})
 
 
 def _check_fused_optimizer(cfg: DictConfig) -> None:

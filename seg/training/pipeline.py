@@ -20,11 +20,11 @@ from seg.artifacts import write_json
 from seg.config_tree import print_config_tree
 from seg.data.datamodule import SegmentationDataModule
 from seg.data.stats import MEDIAN_FREQUENCY_POWERS
-from seg.errors import SegError, unwrapping_user_errors, user_message
+from seg.errors import SegError, building, user_message
 from seg.inference.formats import write_torchscript
+from seg.lightning_module import SegmentationModule
 from seg.metrics import DEFAULT_MONITOR
 from seg.models.weights import starting_weights
-from seg.module import SegmentationModule
 from seg.reports.model_card import write_model_card
 from seg.reports.pictures import curves_figure, save_figure
 from seg.reports.run_summary import log_run_summary, shown
@@ -45,7 +45,7 @@ def _instantiate_all(group: DictConfig | None) -> list[Any]:
     return ``None``: that entry is switched off)."""
     if not group:
         return []
-    with unwrapping_user_errors():
+    with building():
         built = [instantiate(node) for node in group.values() if node is not None and "_target_" in node]
     return [item for item in built if item is not None]
 
@@ -58,7 +58,7 @@ def build_module(cfg: DictConfig, datamodule: SegmentationDataModule) -> Segment
         power = MEDIAN_FREQUENCY_POWERS[rule]
         cfg.loss.class_weights = [round(w**power, 4) for w in datamodule.median_frequency_weights()]
         log.info("Class weights (%s): %s", rule, cfg.loss.class_weights)
-    with unwrapping_user_errors():  # e.g. a loss option out of range, raised by the loss itself
+    with building("model"):  # e.g. a loss option out of range, raised by the loss itself
         return instantiate(
             cfg.model,
             loss=cfg.loss,
@@ -109,7 +109,7 @@ def train(
         print_config_tree(cfg, run_dir.config_tree)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
-    with unwrapping_user_errors():  # a mistake in the data config (its decoder, ...) is one line
+    with building("data"):  # a mistake in the data config (its mask format, ...) is one line
         datamodule: SegmentationDataModule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")  # reads and checks the data before anything slow starts

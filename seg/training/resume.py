@@ -84,7 +84,8 @@ def resume_config(cfg: DictConfig, overrides: Sequence[str] = ()) -> tuple[DictC
     if not run_dir.hydra_config.is_file():
         saved = run_dir.hydra_config.relative_to(path)
         raise SegError(f"resume={path}: no {saved} there; pass a training run directory")
-    resumed = OmegaConf.load(run_dir.hydra_config)
+    resumed = run_dir.load_config()
+    assert resumed is not None  # its hydra_config is a file
     checkpoint = run_dir.last_checkpoint
     if not checkpoint.is_file():
         raise SegError(f"resume={path}: no {checkpoint} to continue from")
@@ -109,9 +110,9 @@ def _resume_auto(cfg: DictConfig) -> tuple[DictConfig, Path | None]:
         cfg.resume = None
     if not checkpoint.is_file():
         return cfg, None
-    saved = run_dir.saved_config()
+    saved = run_dir.load_config()
     if saved is not None:
-        differs = _learned_difference(OmegaConf.load(saved), cfg)
+        differs = _learned_difference(saved, cfg)
         if differs is not None:
             log.warning(
                 "resume=auto: %s's checkpoint was trained with another %s; starting fresh",

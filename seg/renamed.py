@@ -1,0 +1,101 @@
+"""Config keys renamed in this release. A command line that still spells the old key works, with
+one notice line naming the new one; the old spellings go in the next release."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from seg.errors import ConfigError
+from seg.overrides import Override
+
+#: Old key -> new key, per command (``conf/<command>.yaml``); a key's sub-keys are renamed with it.
+#: ``run=`` names the trained run a command reads: a run directory or a model file.
+#: ``data/mask_format`` says how mask files store classes (it was ``data/decoder``).
+_MASK_FORMAT = {"data/decoder": "data/mask_format", "data.decoder": "data.mask_format"}
+RENAMED_KEYS: dict[str, dict[str, str]] = {
+    "evaluate": {"run_dir": "run", "model_path": "run", **_MASK_FORMAT},
+    "predict": {"model_path": "run"},
+    "export": {"model_path": "run"},
+    **{command: _MASK_FORMAT for command in ("train", "search", "check_data", "shard", "bench")},
+}
+
+
+def rename_overrides(command: str, overrides: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``overrides`` with ``command``'s old keys spelled the new way, and one notice per old key.
+
+    Two old keys that became one (``run_dir=<run> model_path=<run>/export/model.onnx``) agree
+    when one value is a path inside the other, and the inner one is kept; else ``ConfigError``.
+    """
+    renames = RENAMED_KEYS.get(command, {})
+    result: list[Override | str] = []
+    notices: dict[str, None] = {}
+    set_by: dict[str, tuple[str, int]] = {}  # new key -> (old key, its place in result)
+    for text in overrides:
+        parsed = Override.parse(text)
+        old = next((o for o in renames if parsed.key == o or parsed.key.startswith(f"{o}.")), None)
+        if old is None:
+            result.append(text)
+            continue
+        notices[f"note: {old}= is now {renames[old]}= ({old}= keeps working for this release)"] = None
+        new = parsed._replace(key=renames[old] + parsed.key[len(old) :])
+        if new.key in set_by and not new.prefix and new.value is not None:
+            earlier_key, place = set_by[new.key]
+            earlier = result[place]
+            assert isinstance(earlier, Override)
+            result[place] = new._replace(value=_inner(earlier_key, earlier.value or "", old, new.value))
+            continue
+        if not new.prefix and new.value is not None:
+            set_by[new.key] = (old, len(result))
+        result.append(new)
+    return [str(o) for o in result], list(notices)
+
+
+def _inner(first_key: str, first: str, second_key: str, second: str) -> str:
+    """The one of two paths that lies inside the other."""
+    a, b = Path(first).resolve(), Path(second).resolve()
+    if b.is_relative_to(a):
+        return second
+    if a.is_relative_to(b):
+        return first
+    raise ConfigError(
+        f"{first_key}={first} and {second_key}={second} are now one key, run=: pass run=<model file> "
+        "alone (its training run is found from it), or run=<model> data=<dataset> data.root=<dir>"
+    )
+
+
+#: What the config a run saved (``RunDir.saved_config``) before this release spells differently:
+#: keys (``(parent, old name, new name)``), and the classes ``_target_`` names.
+RENAMED_SAVED_KEYS = [("data", "decoder", "mask_format")]
+RENAMED_TARGETS = {
+    "seg.module.SegmentationModule": "seg.lightning_module.SegmentationModule",
+    "seg.data.masks.MaskDecoder": "seg.data.masks.MaskFormat",
+}
+
+
+def upgrade_saved_config(cfg: DictConfig) -> tuple[DictConfig, list[str]]:
+    """A saved run config with its renamed keys and ``_target_`` classes spelled today's way
+    (interpolations left as they are), and what changed, as notices."""
+    tree = OmegaConf.to_container(cfg, resolve=False)
+    notices = []
+    for parent, old, new in RENAMED_SAVED_KEYS:
+        node = tree.get(parent) if isinstance(tree, dict) else None
+        if isinstance(node, dict) and old in node and new not in node:
+            node[new] = node.pop(old)
+            notices.append(f"{parent}.{old} is now {parent}.{new}")
+    stack: list[Any] = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if node.get("_target_") in RENAMED_TARGETS:
+                notices.append(f"{node['_target_']} is now {RENAMED_TARGETS[node['_target_']]}")
+                node["_target_"] = RENAMED_TARGETS[node["_target_"]]
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    upgraded = OmegaConf.create(tree)
+    assert isinstance(upgraded, DictConfig)
+    return upgraded, notices
