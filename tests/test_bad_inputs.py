@@ -127,7 +127,8 @@ def test_missing_data_is_one_line_and_exit_status_2(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_bad_config_value_is_one_line_and_exit_status_2(tmp_path: Path) -> None:
-    """Every check of a value is tested in-process (tests/test_config.py); this is the command's side."""
+    """Every check of a value is tested in-process (tests/training/test_checks.py); this is the
+    command's side."""
     result = run_cli(["seg.train", "model.optimizer.lr=-1", f"paths.log_dir={tmp_path}"], cwd=tmp_path)
     assert result.returncode == 2
     assert _one_error_line(result.stderr).startswith(

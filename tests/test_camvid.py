@@ -9,13 +9,11 @@ import pytest
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from support import REPO, TINY, compose_train, run_cli
+from support import TINY, compose_train, run_cli
+from support.datasets import CAMVID, needs_camvid
 from support.probes import RecordLearningRate
 
 from seg.training.pipeline import train
-
-CAMVID = Path(REPO.parent / "shared" / "datasets" / "camvid")
-needs_camvid = pytest.mark.skipif(not (CAMVID / "train").is_dir(), reason=f"CamVid not found at {CAMVID}")
 
 NAMES = [
     "Sky",

@@ -1,4 +1,5 @@
-"""Experiments at scale: sweep summaries, reproducibility, DDP, submitit, recipes (Optuna: test_search.py)."""
+"""Experiments at scale: sweep summaries, reproducibility, DDP, submitit, recipes (Optuna:
+training/test_search.py)."""
 
 from __future__ import annotations
 

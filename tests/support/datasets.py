@@ -7,9 +7,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from seg.data.synthetic import TEXTURES, render_scene
+
+#: The real CamVid tree beside the checkout (../shared/datasets, see its README); tests that read
+#: it skip when it is absent.
+CAMVID = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "camvid"
+needs_camvid = pytest.mark.skipif(not (CAMVID / "train").is_dir(), reason=f"CamVid not found at {CAMVID}")
 
 CITYSCAPES_PALETTE = [
     [128, 64, 128], [244, 35, 232], [70, 70, 70], [102, 102, 156], [190, 153, 153],

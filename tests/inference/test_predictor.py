@@ -52,7 +52,8 @@ def test_auto_is_bf16_only_where_native(native: bool, monkeypatch: pytest.Monkey
 
 def _eval_cfg(trained_run: dict[str, Any], *overrides: str) -> Any:
     keep = ("data.generator", "data.image_size", "data.num_workers")
-    data = [o for o in TINY if o.startswith(keep)] + [f"paths.data_dir={trained_run['cfg'].paths.data_dir}"]
+    data = ["data=synthetic", *(o for o in TINY if o.startswith(keep))]
+    data.append(f"paths.data_dir={trained_run['cfg'].paths.data_dir}")
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(config_name="evaluate", overrides=[*data, *overrides])
 

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
-from s3_server import s3_server
 from support import RESUMABLE, TINY, assert_continues_like, cli_ok, run_cli, start_cli, wait_for_checkpoint
 from support.datasets import write_folder
+from support.s3_server import s3_server
 
 from seg.data.sampling import SeededSampler
 from seg.errors import DataError, install_hint

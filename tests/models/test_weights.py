@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_camvid import CAMVID
+from support.datasets import CAMVID
 from torch import nn
 
 from seg.errors import SegError
@@ -278,7 +278,7 @@ def test_camvid_cpu_starts_from_the_package_weights() -> None:
 def test_a_file_trains_any_channel_count_and_a_checkpoint_needs_no_package(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from test_smp import save_checkpoint
+    from support.models import save_checkpoint
 
     from seg.lightning_module import SegmentationModule
     from seg.models.smp import SmpNet
@@ -327,7 +327,7 @@ def test_a_run_from_the_package_records_it_and_exports_a_model_that_loads_withou
 ) -> None:
     from omegaconf import open_dict
     from support import TINY, compose_train
-    from test_train import assert_torchscript_alone_matches
+    from support.models import assert_torchscript_alone_matches
 
     from seg.lightning_module import SegmentationModule
     from seg.training.pipeline import train

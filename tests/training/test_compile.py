@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import torch
-from test_train import assert_torchscript_alone_matches
+from support.models import assert_torchscript_alone_matches
 
 from seg.lightning_module import SegmentationModule
 

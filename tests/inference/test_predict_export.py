@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 from support import cli_ok, run_cli
+from support.models import assert_export_matches_eager
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from seg.inference.formats import FORMATS, export
 from seg.inference.predictor import Predictor, load_model
 from seg.models.unet import UNet
 
@@ -52,28 +51,6 @@ def test_predict_without_classes_json_uses_generated_names(cli_run: Path, tmp_pa
     lonely.write_bytes((cli_run / "model.pt").read_bytes())
     _, info, _ = load_model(lonely)
     assert info.num_classes == 13 and info.class_names[0] == "class_0"
-
-
-def assert_export_matches_eager(
-    net: torch.nn.Module, fmt: str, tmp_path: Path, shapes: list[tuple[int, ...]]
-) -> None:
-    """``net`` exported as ``fmt`` and loaded back by ``load_model`` (with its classes file) gives
-    the eager logits within 1e-4 on random inputs of each shape."""
-    if fmt == "onnx" and importlib.util.find_spec("onnxruntime") is None:
-        pytest.skip('onnxruntime is not installed (pip install -e ".[export]")')
-    net = net.eval()
-    path = export(net, tmp_path / FORMATS[fmt].file_name, fmt)
-    names = [f"c{i}" for i in range(net.num_classes)]
-    (tmp_path / "classes.json").write_text(json.dumps({"class_names": names}))
-    loaded, info, _ = load_model(path)
-    assert info.class_names == names
-    for shape in shapes:
-        x = torch.rand(*shape)
-        with torch.no_grad():
-            expected = net(x)
-            got = loaded(x)
-        assert got.shape == expected.shape
-        assert (got - expected).abs().max().item() < 1e-4
 
 
 @pytest.mark.parametrize("upsample", ["transpose", "bilinear"])

@@ -8,13 +8,11 @@ from pathlib import Path
 
 import pytest
 from hydra.utils import instantiate
-from support import REPO, compose_train
-from support.datasets import write_folder
+from support import compose_train
+from support.datasets import CAMVID, write_folder
 
 from seg.data.datamodule import SegmentationDataModule
 from seg.errors import ConfigError, building
-
-CAMVID = Path(REPO.parent / "shared" / "datasets" / "camvid")
 
 #: Frames per sequence in the generated training folder (and two val frames of a third drive's kind).
 TRAIN = {"0001TP": 3, "0006R0": 4, "0016E5": 5}
