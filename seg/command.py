@@ -18,11 +18,12 @@ from typing import TypeVar
 import hydra
 from hydra.errors import ConfigCompositionException, OverrideParseException
 from omegaconf import DictConfig
+from omegaconf.errors import MissingMandatoryValue
 
 from seg.command_help import print_help, program_name, wants_help
 from seg.config import CONF_DIR
 from seg.config_errors import config_error_message
-from seg.errors import USER_ERROR_STATUS, SegError, exit_on_user_error, first_line, print_error
+from seg.errors import USER_ERROR_STATUS, ConfigError, SegError, exit_on_user_error, first_line, print_error
 from seg.hardware import tune_allocator
 from seg.hydra_setup import set_up
 from seg.renamed import rename_overrides
@@ -60,7 +61,7 @@ def command(
                 os.environ[_RAISE_ERRORS] = "1"  # Hydra then shows errors whole, its own frames too
             if cfg.get("tune_allocator"):
                 tune_allocator()
-            return exit_on_user_error(lambda: task(cfg), full_traceback)
+            return exit_on_user_error(lambda: _with_required_keys(task, cfg), full_traceback)
 
         hydra_main = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)
         run = hydra_main(composed)
@@ -100,6 +101,16 @@ def command(
         return main
 
     return decorate
+
+
+def _with_required_keys(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
+    """``task(cfg)``; a required key left at ``???`` (``run`` of seg.evaluate) is a ``ConfigError``
+    naming it, not OmegaConf's traceback."""
+    try:
+        return task(cfg)
+    except MissingMandatoryValue as error:
+        key = error.full_key
+        raise ConfigError(f"{key} is required: add {key}=<value> to the command line") from None
 
 
 def _read_renamed_keys(config_name: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -183,4 +184,27 @@ def test_a_group_given_a_list_is_one_line_not_hydras_traceback(
     err = _stopped_line(["seg.train", "trainer=[1]", f"paths.log_dir={tmp_path}"], monkeypatch, capsys)
     assert err.startswith("error: cannot compose seg.train's config from this command line (TypeError: ")
     assert "a group takes one option name (trainer=cpu)" in err and "\n" not in err
+    GlobalHydra.instance().clear()
+
+
+@pytest.mark.parametrize(
+    ("config_name", "args"), [("evaluate", []), ("predict", ["input=photos"]), ("export", [])]
+)
+def test_a_required_key_left_out_is_one_line(
+    config_name: str,
+    args: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``run: ???`` not given on the command line: its name and the fix, not OmegaConf's traceback."""
+    main = importlib.import_module(f"seg.{config_name}").main
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    monkeypatch.setattr(
+        "sys.argv", [f"seg.{config_name}", *args, f"paths.log_dir={tmp_path}", "hydra.output_subdir=null"]
+    )
+    with pytest.raises(SystemExit) as stopped:
+        main()
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.strip() == "error: run is required: add run=<value> to the command line"
     GlobalHydra.instance().clear()
