@@ -17,6 +17,7 @@ import contextlib
 import functools
 import multiprocessing
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -85,10 +86,18 @@ def _upload(folder: Path, uri: str, storage_options: dict[str, Any] | None) -> N
         ) from None
 
 
+def _worker_start_method() -> str | None:
+    """How ``litdata.optimize`` starts its workers: forked where Linux allows it, so a worker
+    starts at once with this process's imports (a spawned one imports torch and ``seg`` again,
+    seconds per split); litdata's own choice (spawn) elsewhere, where forking is unsafe (macOS)
+    or missing (Windows)."""
+    return "fork" if sys.platform.startswith("linux") else None
+
+
 @contextlib.contextmanager
 def _keeping_start_method() -> Any:
-    """``litdata.optimize`` forces the process-wide multiprocessing start method to ``spawn``
-    and leaves it so; put back the one before, which later dataloaders use."""
+    """``litdata.optimize`` sets the process-wide multiprocessing start method to the one its
+    workers use and leaves it so; put back the one before, which later dataloaders use."""
     before = multiprocessing.get_start_method(allow_none=True)
     try:
         yield
@@ -117,6 +126,7 @@ def write_shards(
     fn = functools.partial(_frame_item, frames)
     common = dict(fn=fn, inputs=list(range(len(frames))), chunk_bytes=chunk_bytes, verbose=False)
     common.update(num_workers=max(1, num_workers), keep_data_ordered=True, mode="overwrite")
+    common.update(start_method=_worker_start_method())
     if is_remote(uri):
         with tempfile.TemporaryDirectory(prefix="seg-shards-") as tmp, _keeping_start_method():
             litdata.optimize(output_dir=tmp, **common)

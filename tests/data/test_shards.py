@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import multiprocessing
 import signal
+import sys
 import time
+import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -83,9 +85,25 @@ def test_local_shards_read_back_exactly(source: PngFrames, tmp_path: Path) -> No
     # crosses chunks; two writer processes must still keep the index order
     start_method = multiprocessing.get_start_method()
     written = write_shards(source, tmp_path / "shards", chunk_bytes="4KB", num_workers=2)
-    assert multiprocessing.get_start_method() == start_method  # LitData forces spawn; put back
+    assert multiprocessing.get_start_method() == start_method  # LitData sets its own; put back
     assert written == len(source)
     assert len(list((tmp_path / "shards").glob("chunk-*.bin"))) > 1
+    assert_same_frames(StreamedFrames(tmp_path / "shards", cache_dir=tmp_path / "cache"), source)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers are forked on Linux only")
+def test_linux_writers_are_forked_so_frames_of_any_module_work(source: PngFrames, tmp_path: Path) -> None:
+    # A frames class from a module no fresh interpreter can import (a notebook's, a script's):
+    # forked writers have it already, spawned ones would fail to unpickle it (and import torch
+    # and seg again, seconds per split).
+    scratch = types.ModuleType("scratch_frames_nowhere_on_disk")
+    scratch.Frames = type("Frames", (PngFrames,), {"__module__": scratch.__name__})
+    sys.modules[scratch.__name__] = scratch
+    try:
+        frames = scratch.Frames(source.images[0].parent.parent.parent, "train")
+        assert write_shards(frames, tmp_path / "shards", chunk_bytes="16KB", num_workers=2) == len(source)
+    finally:
+        del sys.modules[scratch.__name__]
     assert_same_frames(StreamedFrames(tmp_path / "shards", cache_dir=tmp_path / "cache"), source)
 
 

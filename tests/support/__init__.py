@@ -18,6 +18,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from seg.hydra_setup import set_up
+from support.warm import IMPORT_TIME_ENV, WarmCommands
 
 REPO = Path(__file__).resolve().parents[2]
 CONF_DIR = REPO / "conf"
@@ -81,16 +82,23 @@ WITH_SUPPORT = {"PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
 def run_cli(
     args: Sequence[str], cwd: Path, timeout: float = 300, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m <args>`` as a user would, from ``cwd``, with ``env`` added to the environment."""
-    env = {**cli_environ(), "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0", **(env or {})}
+    """Run ``python -m <args>`` as a user would, from ``cwd``, with ``env`` added to the environment:
+    a process of its own, forked from a zygote that has imported the libraries already
+    (``support.warm``), unless ``env`` sets what a library reads at import time."""
+    environ = {**cli_environ(), "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0", **(env or {})}
+    if not set(env or ()) & set(IMPORT_TIME_ENV):
+        return _WARM.run(list(args), cwd, environ, timeout)
     return subprocess.run(
         [sys.executable, "-m", *args],
         cwd=cwd,
-        env=env,
+        env=environ,
         capture_output=True,
         text=True,
         timeout=timeout,
     )
+
+
+_WARM = WarmCommands()
 
 
 def cli_ok(args: Sequence[str], cwd: Path, **options: Any) -> subprocess.CompletedProcess[str]:
