@@ -18,7 +18,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from seg.hydra_setup import set_up
-from support.warm import IMPORT_TIME_ENV, WarmCommands
+from support.warm import IMPORT_TIME_ENV, WarmCommands, WarmProcess
 
 REPO = Path(__file__).resolve().parents[2]
 CONF_DIR = REPO / "conf"
@@ -80,19 +80,25 @@ WITH_SUPPORT = {"PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
 
 
 def run_cli(
-    args: Sequence[str], cwd: Path, timeout: float = 300, env: dict[str, str] | None = None
+    args: Sequence[str],
+    cwd: Path,
+    timeout: float = 300,
+    env: dict[str, str] | None = None,
+    merge_stderr: bool = False,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``python -m <args>`` as a user would, from ``cwd``, with ``env`` added to the environment:
     a process of its own, forked from a zygote that has imported the libraries already
-    (``support.warm``), unless ``env`` sets what a library reads at import time."""
+    (``support.warm``), unless ``env`` sets what a library reads at import time. ``merge_stderr``
+    sends stderr to stdout, as ``> log 2>&1`` does."""
     environ = {**cli_environ(), "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0", **(env or {})}
     if not set(env or ()) & set(IMPORT_TIME_ENV):
-        return _WARM.run(list(args), cwd, environ, timeout)
+        return _WARM.run(list(args), cwd, environ, timeout, merge_stderr)
     return subprocess.run(
         [sys.executable, "-m", *args],
         cwd=cwd,
         env=environ,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
         text=True,
         timeout=timeout,
     )
@@ -119,20 +125,27 @@ RESUMABLE = [
 ]
 
 
-def start_cli(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    """Start ``python -m <args>`` in the background, with ``env`` added to the environment."""
-    env = {**cli_environ(), "PYTHONUNBUFFERED": "1", **(env or {})}
+def start_cli(
+    args: list[str], cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[str] | WarmProcess:
+    """Start ``python -m <args>`` in the background, with ``env`` added to the environment (forked
+    from the zygote, as ``run_cli`` is)."""
+    environ = {**cli_environ(), "PYTHONUNBUFFERED": "1", **(env or {})}
+    if not set(env or ()) & set(IMPORT_TIME_ENV):
+        return _WARM.start(list(args), cwd, environ)
     return subprocess.Popen(
         [sys.executable, "-m", *args],
         cwd=cwd,
-        env=env,
+        env=environ,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
 
 
-def wait_for_checkpoint(runs: Path, process: subprocess.Popen[str], timeout: float = 120) -> Path:
+def wait_for_checkpoint(
+    runs: Path, process: subprocess.Popen[str] | WarmProcess, timeout: float = 120
+) -> Path:
     """The run dir under ``runs`` as soon as it holds a ``last.ckpt``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
