@@ -16,9 +16,10 @@ TORCHVISION ?= torchvision==0.28.0
 TORCH_PIP_ARGS ?=
 ARGS ?=
 PYTEST_ARGS ?=
-# pytest-xdist workers: auto = one per physical core; each test file runs whole on one worker.
+# pytest-xdist workers: auto = one per physical core; each test file runs whole on one worker, the
+# files in the order tests/conftest.py gives them (the most slow tests first).
 TEST_WORKERS ?= auto
-PARALLEL = $(if $(filter 1,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+PARALLEL = $(if $(filter 1,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 
 STAMP := $(VENV)/.seg-installed
 

@@ -3,12 +3,15 @@ The helpers they use (and the tests too) are in ``tests/support``."""
 
 from __future__ import annotations
 
+import json
 import os
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from filelock import FileLock
 from omegaconf import DictConfig, open_dict
 from support import RESUMABLE, TINY, cli_ok, compose_train, metrics_of
 
@@ -31,6 +34,14 @@ def pytest_configure(config: pytest.Config) -> None:
 
         os.sched_setaffinity(0, share)
         torch.set_num_threads(len(share))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The files with the most slow tests first, each file's tests in their order: ``make test``
+    hands whole files to its workers in this order (``--no-loadscope-reorder``), so the long files
+    start at once and the short ones fill the end, instead of a long one running alone last."""
+    slow = Counter(item.path for item in items if item.get_closest_marker("slow"))
+    items.sort(key=lambda item: -slow[item.path])
 
 
 @pytest.fixture(scope="session")
@@ -83,7 +94,16 @@ def cli_run(data_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def uninterrupted(tmp_path_factory: pytest.TempPathFactory, data_cache: Path) -> dict[str, Any]:
-    """``metrics.json`` of a ``RESUMABLE`` run that nothing stopped, to compare resumed runs with."""
-    logs = tmp_path_factory.mktemp("uninterrupted")
-    cli_ok(["seg.train", *RESUMABLE, f"paths.log_dir={logs}", f"paths.data_dir={data_cache}"], cwd=logs)
-    return metrics_of(next((logs / "train" / "runs").iterdir()))
+    """``metrics.json`` of a ``RESUMABLE`` run that nothing stopped, to compare resumed runs with:
+    trained once for the whole session, by the first worker that asks (the others wait for it)."""
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the folder every worker's own temporary folder is in
+    saved = shared / "uninterrupted.json"
+    with FileLock(f"{saved}.lock"):
+        if not saved.is_file():
+            logs = tmp_path_factory.mktemp("uninterrupted")
+            args = ["seg.train", *RESUMABLE, f"paths.log_dir={logs}", f"paths.data_dir={data_cache}"]
+            cli_ok(args, cwd=logs)
+            saved.write_text(json.dumps(metrics_of(next((logs / "train" / "runs").iterdir()))))
+    return json.loads(saved.read_text())

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from hydra.utils import get_class
 from omegaconf import OmegaConf
-from support import run_cli
+from support import cli_ok, run_cli
 
 from seg.data.masks import MaskFormat
 from seg.errors import ConfigError
@@ -39,8 +39,7 @@ def test_two_old_keys_that_became_one_keep_the_inner_path(tmp_path: Path) -> Non
 @pytest.mark.slow
 def test_the_old_spelling_works_on_the_command_line(cli_run: Path, tmp_path: Path) -> None:
     """``seg.export model_path=<run>`` exports as ``run=<run>`` does, and says the new name once."""
-    result = run_cli(["seg.export", f"model_path={cli_run}", f"output={tmp_path}"], cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-2000:]
+    result = cli_ok(["seg.export", f"model_path={cli_run}", f"output={tmp_path}"], cwd=tmp_path)
     assert result.stderr.count("note: model_path= is now run=") == 1
     assert (tmp_path / "model.pt").is_file()
     result = run_cli(["seg.evaluate", f"run_dir={tmp_path}/a", f"model_path={tmp_path}/b.pt"], cwd=tmp_path)
@@ -89,10 +88,8 @@ def test_an_old_run_and_the_old_mask_spelling_still_work(cli_run: Path, tmp_path
         "seg.data.masks.MaskFormat", "seg.data.masks.MaskDecoder"
     )
     saved.write_text(text.replace("seg.lightning_module.SegmentationModule", "seg.module.SegmentationModule"))
-    result = run_cli(["seg.evaluate", f"run={run}", "split=val", "num_samples=0"], cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-2000:]
+    result = cli_ok(["seg.evaluate", f"run={run}", "split=val", "num_samples=0"], cwd=tmp_path)
     assert "data.decoder is now data.mask_format" in result.stderr + result.stdout
-    result = run_cli(["seg.check_data", "data/decoder=binary", "--cfg", "job"], cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-2000:]
+    result = cli_ok(["seg.check_data", "data/decoder=binary", "--cfg", "job"], cwd=tmp_path)
     assert "note: data/decoder= is now data/mask_format=" in result.stderr
     assert OmegaConf.create(result.stdout).data.mask_format._target_ == "seg.data.masks.BinaryMask"
