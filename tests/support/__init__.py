@@ -18,7 +18,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from seg.hydra_setup import set_up
-from support.warm import IMPORT_TIME_ENV, WarmCommands, WarmProcess
+from support.warm import WarmCommands, WarmProcess, serves
 
 REPO = Path(__file__).resolve().parents[2]
 CONF_DIR = REPO / "conf"
@@ -88,10 +88,10 @@ def run_cli(
 ) -> subprocess.CompletedProcess[str]:
     """Run ``python -m <args>`` as a user would, from ``cwd``, with ``env`` added to the environment:
     a process of its own, forked from a zygote that has imported the libraries already
-    (``support.warm``), unless ``env`` sets what a library reads at import time. ``merge_stderr``
+    (``support.warm``) where ``serves(env)``, else a fresh interpreter. ``merge_stderr``
     sends stderr to stdout, as ``> log 2>&1`` does."""
     environ = {**cli_environ(), "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0", **(env or {})}
-    if not set(env or ()) & set(IMPORT_TIME_ENV):
+    if serves(env):
         return _WARM.run(list(args), cwd, environ, timeout, merge_stderr)
     return subprocess.run(
         [sys.executable, "-m", *args],
@@ -131,7 +131,7 @@ def start_cli(
     """Start ``python -m <args>`` in the background, with ``env`` added to the environment (forked
     from the zygote, as ``run_cli`` is)."""
     environ = {**cli_environ(), "PYTHONUNBUFFERED": "1", **(env or {})}
-    if not set(env or ()) & set(IMPORT_TIME_ENV):
+    if serves(env):
         return _WARM.start(list(args), cwd, environ)
     return subprocess.Popen(
         [sys.executable, "-m", *args],

@@ -8,8 +8,8 @@ one request per line from its stdin. ``start`` forks a child that becomes ``pyth
 ``wait`` answers with a child's exit status. The child is a real process with its own pid,
 signals and exit code, so ``WarmProcess`` does for the tests what ``subprocess.Popen`` did. Only
 what is read at import time differs, so ``support.run_cli`` sends a command with such an
-environment (``IMPORT_TIME_ENV``) to a fresh interpreter instead, and ``tests/test_package.py``
-checks the installed commands without the zygote.
+environment (``IMPORT_TIME_ENV``), and every command on macOS and Windows, to a fresh interpreter
+instead (``serves``); ``tests/test_package.py`` checks the installed commands without the zygote.
 """
 
 from __future__ import annotations
@@ -42,6 +42,13 @@ PRELOAD = (
 #: Environment variables that a library reads when it is imported: a command given one of them
 #: needs a fresh interpreter.
 IMPORT_TIME_ENV = ("HF_HUB_OFFLINE", "HF_HOME", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES")
+
+
+def serves(env: dict[str, str] | None) -> bool:
+    """Whether a command with ``env`` added can be a zygote's child: on Linux (macOS does not
+    allow forking once these libraries are loaded, Windows cannot fork), with nothing in ``env``
+    that is read at import time."""
+    return sys.platform.startswith("linux") and not set(env or ()) & set(IMPORT_TIME_ENV)
 
 
 _KEPT: list[Any] = []
@@ -121,8 +128,9 @@ def serve() -> None:
             pid = os.fork()
             if pid == 0:
                 code = _child(request)
-                sys.stdout.flush()
-                sys.stderr.flush()
+                for stream in (sys.stdout, sys.stderr):
+                    if not stream.closed:  # a command may close them (json.tool does)
+                        stream.flush()
                 raise SystemExit(code)  # leaves the loop: the child exits as a process would
             answer = {"pid": pid}
         print(json.dumps(answer), file=answers, flush=True)
