@@ -27,29 +27,34 @@ RENAMED_KEYS: dict[str, dict[str, str]] = {
 def rename_overrides(command: str, overrides: Sequence[str]) -> tuple[list[str], list[str]]:
     """``overrides`` with ``command``'s old keys spelled the new way, and one notice per old key.
 
-    Two old keys that became one (``run_dir=<run> model_path=<run>/export/model.onnx``) agree
-    when one value is a path inside the other, and the inner one is kept; else ``ConfigError``.
+    A key given in two spellings that became one (``run_dir=<run> model_path=<run>/export/model.onnx``,
+    or ``run=<run>`` with ``model_path=<file>``) agree when one value is a path inside the other,
+    and the inner one is kept; else ``ConfigError``. One spelling given twice is Hydra's to judge.
     """
     renames = RENAMED_KEYS.get(command, {})
+    new_keys = set(renames.values())
     result: list[Override | str] = []
     notices: dict[str, None] = {}
-    set_by: dict[str, tuple[str, int]] = {}  # new key -> (old key, its place in result)
+    set_by: dict[str, tuple[str, int]] = {}  # new key -> (the key as spelled, its place in result)
     for text in overrides:
         parsed = Override.parse(text)
         old = next((o for o in renames if parsed.key == o or parsed.key.startswith(f"{o}.")), None)
-        if old is None:
+        if old is None and parsed.key not in new_keys:
             result.append(text)
             continue
-        notices[f"note: {old}= is now {renames[old]}= ({old}= keeps working for this release)"] = None
-        new = parsed._replace(key=renames[old] + parsed.key[len(old) :])
-        if new.key in set_by and not new.prefix and new.value is not None:
+        spelled, new = parsed.key, parsed
+        if old is not None:
+            notices[f"note: {old}= is now {renames[old]}= ({old}= keeps working for this release)"] = None
+            spelled, new = old, parsed._replace(key=renames[old] + parsed.key[len(old) :])
+        assignment = not new.prefix and new.value is not None
+        if assignment and new.key in set_by and set_by[new.key][0] != spelled:
             earlier_key, place = set_by[new.key]
             earlier = result[place]
-            assert isinstance(earlier, Override)
-            result[place] = new._replace(value=_inner(earlier_key, earlier.value or "", old, new.value))
+            assert isinstance(earlier, Override) and new.value is not None
+            result[place] = new._replace(value=_inner(earlier_key, earlier.value or "", spelled, new.value))
             continue
-        if not new.prefix and new.value is not None:
-            set_by[new.key] = (old, len(result))
+        if assignment:
+            set_by[new.key] = (spelled, len(result))
         result.append(new)
     return [str(o) for o in result], list(notices)
 
@@ -62,8 +67,8 @@ def _inner(first_key: str, first: str, second_key: str, second: str) -> str:
     if a.is_relative_to(b):
         return first
     raise ConfigError(
-        f"{first_key}={first} and {second_key}={second} are now one key, run=: pass run=<model file> "
-        "alone (its training run is found from it), or run=<model> data=<dataset> data.root=<dir>"
+        f"{first_key}={first} and {second_key}={second} both set run= and disagree: pass run=<model "
+        "file> alone (its training run is found from it), or run=<model> data=<dataset> data.root=<dir>"
     )
 
 

@@ -32,8 +32,19 @@ def test_two_old_keys_that_became_one_keep_the_inner_path(tmp_path: Path) -> Non
     assert overrides == [f"run={model}", "split=val"] and len(notices) == 2
     overrides, _ = rename_overrides("evaluate", [f"model_path={model}", f"run_dir={tmp_path}"])
     assert overrides == [f"run={model}"]
-    with pytest.raises(ConfigError, match=r"run_dir=.* and model_path=.* are now one key, run="):
+    with pytest.raises(ConfigError, match=r"run_dir=.* and model_path=.* both set run= and disagree"):
         rename_overrides("evaluate", [f"run_dir={tmp_path / 'a'}", f"model_path={tmp_path / 'b' / 'm.pt'}"])
+
+
+def test_the_new_key_beside_an_old_one_is_one_value_not_the_last_one(tmp_path: Path) -> None:
+    model = tmp_path / "export" / "model.onnx"
+    overrides, notices = rename_overrides("evaluate", [f"run={tmp_path}", f"model_path={model}"])
+    assert overrides == [f"run={model}"] and len(notices) == 1
+    overrides, _ = rename_overrides("export", [f"model_path={model}", "format=onnx", f"run={tmp_path}"])
+    assert overrides == [f"run={model}", "format=onnx"]
+    with pytest.raises(ConfigError, match=r"run=.*/a and model_path=.*/b both set run= and disagree"):
+        rename_overrides("predict", [f"run={tmp_path / 'a'}", f"model_path={tmp_path / 'b'}"])
+    assert rename_overrides("predict", ["run=a", "run=b"]) == (["run=a", "run=b"], [])  # Hydra's to judge
 
 
 @pytest.mark.slow
