@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from seg.benchmark import run_bench
 from seg.command import command
 
 
 @command("bench")
 def main(cfg: DictConfig) -> None:
+    from seg.benchmark import run_bench
+
     run_bench(cfg)
 
 

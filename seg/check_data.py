@@ -8,11 +8,12 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from seg.command import command
-from seg.reports.data_report import check_data
 
 
 @command("check_data")
 def main(cfg: DictConfig) -> None:
+    from seg.reports.data_report import check_data
+
     check_data(cfg)
 
 

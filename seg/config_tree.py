@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig
-from pytorch_lightning.utilities import rank_zero_only
 from rich.console import Console
 from rich.text import Text
 from rich.tree import Tree
@@ -57,9 +56,14 @@ def config_tree(cfg: DictConfig) -> Tree:
     return tree
 
 
-@rank_zero_only
 def print_config_tree(cfg: DictConfig, path: str | Path) -> None:
-    """Print ``cfg`` as a tree (in colour on a terminal) and save it, plain, at ``path``."""
+    """Print ``cfg`` as a tree (in colour on a terminal) and save it, plain, at ``path``: on
+    rank 0 only. Lightning, which knows the rank, is imported here, by the training that calls
+    this, so that the command layer (help, config errors) starts without it."""
+    from pytorch_lightning.utilities import rank_zero_only
+
+    if rank_zero_only.rank != 0:
+        return
     tree = config_tree(cfg)
     Console().print(tree)
     text = io.StringIO()

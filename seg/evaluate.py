@@ -8,12 +8,13 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from seg.command import command
-from seg.inference.evaluation import run_evaluation
 
 
 @command("evaluate")
 def main(cfg: DictConfig) -> float:
     """Evaluate; return the mean Dice (for sweepers)."""
+    from seg.inference.evaluation import run_evaluation
+
     return run_evaluation(cfg)
 
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from seg.command import command
-from seg.inference.formats import export_from_config
 
 
 @command("export")
 def main(cfg: DictConfig) -> None:
+    from seg.inference.formats import export_from_config
+
     export_from_config(cfg)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 import warnings
 from datetime import datetime
 
@@ -14,7 +15,6 @@ from omegaconf import OmegaConf
 from seg.hardware import best_precision
 from seg.rundir import HYDRA_DIR, RunDir
 from seg.training import cluster
-from seg.training.progress import stderr_is_terminal
 from seg.training.resume import AUTO
 
 
@@ -38,6 +38,11 @@ def _default_resume() -> str | None:
     return AUTO if cluster.requeueable_job() else None
 
 
+def _stderr_is_terminal() -> bool:
+    """Whether stderr, where the progress bar draws, is an interactive terminal."""
+    return sys.stderr.isatty()
+
+
 def _name_suffix(name: str | None) -> str:
     """``_<name>`` for a directory name (other characters than letters, digits, ``.-_`` become ``-``)."""
     return "_" + re.sub(r"[^0-9A-Za-z._-]+", "-", str(name)).strip("-") if name else ""
@@ -52,7 +57,7 @@ def register_resolvers() -> None:
         ("seg.precision", best_precision),
         ("seg.run_dir", _run_dir),
         ("seg.hydra_subdir", _hydra_subdir),
-        ("seg.terminal", stderr_is_terminal),
+        ("seg.terminal", _stderr_is_terminal),
         ("seg.default_resume", _default_resume),
         ("seg.name_suffix", _name_suffix),
     ):

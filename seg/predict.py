@@ -8,11 +8,12 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from seg.command import command
-from seg.inference.image_files import predict
 
 
 @command("predict")
 def main(cfg: DictConfig) -> None:
+    from seg.inference.image_files import predict
+
     predict(cfg)
 
 

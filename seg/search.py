@@ -9,12 +9,13 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from seg.command import command
-from seg.training.sweeps import run_search
 
 
 @command("search")
 def main(cfg: DictConfig) -> float | None:
     """Run or resume the study; return the best trial's value."""
+    from seg.training.sweeps import run_search
+
     return run_search(cfg)
 
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from seg.command import command
-from seg.data.shards import shard_splits
 
 
 @command("shard")
 def main(cfg: DictConfig) -> None:
+    from seg.data.shards import shard_splits
+
     shard_splits(cfg)
 
 

@@ -11,12 +11,13 @@ from omegaconf import DictConfig
 
 from seg.command import command
 from seg.training.cluster import other_rank_overrides
-from seg.training.sweeps import run_job
 
 
 @command("train", extra_overrides=lambda argv: other_rank_overrides(argv, os.environ))
 def main(cfg: DictConfig) -> float:
     """Train; return the best monitored value (what a Hydra sweeper would optimise)."""
+    from seg.training.sweeps import run_job
+
     return run_job(cfg)
 
 

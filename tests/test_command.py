@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig
-from support import compose_train
+from support import cli_environ, compose_train
 
 from seg.command import command
 from seg.config import CONF_DIR
@@ -208,3 +210,28 @@ def test_a_required_key_left_out_is_one_line(
     assert stopped.value.code == 2
     assert capsys.readouterr().err.strip() == "error: run is required: add run=<value> to the command line"
     GlobalHydra.instance().clear()
+
+
+COMMANDS = ("train", "evaluate", "predict", "export", "search", "shard", "check_data", "bench")
+
+
+def test_help_and_command_line_mistakes_answer_without_importing_lightning(tmp_path: Path) -> None:
+    """Every command's ``--help`` and a mistyped key: in a fresh interpreter (not the tests'
+    zygote, which has Lightning already), nothing imports Lightning before the library call."""
+    code = (
+        "import importlib, sys\n"
+        f"for name in {COMMANDS!r}:\n"
+        "    for args in (['--help'], ['no_such_key_anywhere=1']):\n"
+        "        sys.argv = [f'seg.{name}', *args]\n"
+        "        try:\n"
+        "            importlib.import_module(f'seg.{name}').main()\n"
+        "        except SystemExit as stop:\n"
+        "            assert stop.code == 2, (name, args, stop.code)\n"
+        "print('lightning imported:', 'pytorch_lightning' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=cli_environ(), capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.splitlines()[-1] == "lightning imported: False"
+    assert result.stderr.count("error:") == len(COMMANDS)  # each mistake named in one line

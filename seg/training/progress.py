@@ -28,11 +28,6 @@ def stdout_is_terminal() -> bool:
     return sys.stdout.isatty()
 
 
-def stderr_is_terminal() -> bool:
-    """Whether stderr, where the progress bar draws, is an interactive terminal."""
-    return sys.stderr.isatty()
-
-
 def _clock(seconds: float) -> str:
     return str(timedelta(seconds=round(seconds)))
 
