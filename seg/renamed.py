@@ -27,9 +27,10 @@ RENAMED_KEYS: dict[str, dict[str, str]] = {
 def rename_overrides(command: str, overrides: Sequence[str]) -> tuple[list[str], list[str]]:
     """``overrides`` with ``command``'s old keys spelled the new way, and one notice per old key.
 
-    A key given in two spellings that became one (``run_dir=<run> model_path=<run>/export/model.onnx``,
-    or ``run=<run>`` with ``model_path=<file>``) agree when one value is a path inside the other,
-    and the inner one is kept; else ``ConfigError``. One spelling given twice is Hydra's to judge.
+    A key given in two spellings is one value: for ``run`` (``run_dir=<run>
+    model_path=<run>/export/model.onnx``, or ``run=<run> model_path=<file>``) the path inside the
+    other; two paths apart, or any other key twice, is a ``ConfigError``. One spelling given twice
+    is Hydra's to judge.
     """
     renames = RENAMED_KEYS.get(command, {})
     new_keys = set(renames.values())
@@ -51,7 +52,8 @@ def rename_overrides(command: str, overrides: Sequence[str]) -> tuple[list[str],
             earlier_key, place = set_by[new.key]
             earlier = result[place]
             assert isinstance(earlier, Override) and new.value is not None
-            result[place] = new._replace(value=_inner(earlier_key, earlier.value or "", spelled, new.value))
+            value = _one_value(new.key, earlier_key, earlier.value or "", spelled, new.value)
+            result[place] = new._replace(value=value)
             continue
         if assignment:
             set_by[new.key] = (spelled, len(result))
@@ -59,16 +61,21 @@ def rename_overrides(command: str, overrides: Sequence[str]) -> tuple[list[str],
     return [str(o) for o in result], list(notices)
 
 
-def _inner(first_key: str, first: str, second_key: str, second: str) -> str:
-    """The one of two paths that lies inside the other."""
-    a, b = Path(first).resolve(), Path(second).resolve()
-    if b.is_relative_to(a):
-        return second
-    if a.is_relative_to(b):
-        return first
+def _one_value(key: str, first_key: str, first: str, second_key: str, second: str) -> str:
+    """The value of ``key`` given as ``first_key=first`` and ``second_key=second``: for ``run``, the
+    one of two paths that lies inside the other (a run and its model file); else an error."""
+    if key == "run":
+        a, b = Path(first).resolve(), Path(second).resolve()
+        if b.is_relative_to(a):
+            return second
+        if a.is_relative_to(b):
+            return first
+        raise ConfigError(
+            f"{first_key}={first} and {second_key}={second} both set run= and disagree: pass run=<model "
+            "file> alone (its training run is found from it), or run=<model> data=<dataset> data.root=<dir>"
+        )
     raise ConfigError(
-        f"{first_key}={first} and {second_key}={second} both set run= and disagree: pass run=<model "
-        "file> alone (its training run is found from it), or run=<model> data=<dataset> data.root=<dir>"
+        f"{first_key}={first} and {second_key}={second} both set {key}=: give it once, as {key}="
     )
 
 

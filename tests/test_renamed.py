@@ -45,6 +45,10 @@ def test_the_new_key_beside_an_old_one_is_one_value_not_the_last_one(tmp_path: P
     with pytest.raises(ConfigError, match=r"run=.*/a and model_path=.*/b both set run= and disagree"):
         rename_overrides("predict", [f"run={tmp_path / 'a'}", f"model_path={tmp_path / 'b'}"])
     assert rename_overrides("predict", ["run=a", "run=b"]) == (["run=a", "run=b"], [])  # Hydra's to judge
+    with pytest.raises(
+        ConfigError, match=r"^data/decoder=binary and data/mask_format=rgb both set data/mask_format=: give"
+    ):
+        rename_overrides("train", ["data/decoder=binary", "data/mask_format=rgb"])
 
 
 @pytest.mark.slow
