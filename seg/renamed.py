@@ -22,12 +22,15 @@ RENAMED_KEYS: dict[str, dict[str, str]] = {
     "export": {"model_path": "run"},
     **{command: _MASK_FORMAT for command in ("train", "search", "check_data", "shard", "bench")},
 }
+#: New keys that hold a path: two spellings of one of them agree when one path lies inside the
+#: other (a run and its ``export/model.onnx``), and the inner one is kept.
+PATH_KEYS = {"run"}
 
 
 def rename_overrides(command: str, overrides: Sequence[str]) -> tuple[list[str], list[str]]:
     """``overrides`` with ``command``'s old keys spelled the new way, and one notice per old key.
 
-    A key given in two spellings is one value: for ``run`` (``run_dir=<run>
+    A key given in two spellings is one value: for a key of ``PATH_KEYS`` (``run_dir=<run>
     model_path=<run>/export/model.onnx``, or ``run=<run> model_path=<file>``) the path inside the
     other; two paths apart, or any other key twice, is a ``ConfigError``. One spelling given twice
     is Hydra's to judge.
@@ -62,9 +65,9 @@ def rename_overrides(command: str, overrides: Sequence[str]) -> tuple[list[str],
 
 
 def _one_value(key: str, first_key: str, first: str, second_key: str, second: str) -> str:
-    """The value of ``key`` given as ``first_key=first`` and ``second_key=second``: for ``run``, the
-    one of two paths that lies inside the other (a run and its model file); else an error."""
-    if key == "run":
+    """The value of ``key`` given as ``first_key=first`` and ``second_key=second``: for a path key
+    (``PATH_KEYS``), the one of two paths that lies inside the other; else an error."""
+    if key in PATH_KEYS:
         a, b = Path(first).resolve(), Path(second).resolve()
         if b.is_relative_to(a):
             return second

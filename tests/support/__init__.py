@@ -75,6 +75,11 @@ def cli_environ() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO)}
 
 
+def command_environ(env: dict[str, str] | None) -> dict[str, str]:
+    """The environment of a command a test starts: ``cli_environ()``, unbuffered output, ``env``."""
+    return {**cli_environ(), "PYTHONUNBUFFERED": "1", **(env or {})}
+
+
 #: Lets a command started by a test also import ``support`` (``_target_: support.probes.X``).
 WITH_SUPPORT = {"PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
 
@@ -90,7 +95,7 @@ def run_cli(
     a process of its own, forked from a zygote that has imported the libraries already
     (``support.warm``) where ``serves(env)``, else a fresh interpreter. ``merge_stderr``
     sends stderr to stdout, as ``> log 2>&1`` does."""
-    environ = {**cli_environ(), "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0", **(env or {})}
+    environ = command_environ({"HYDRA_FULL_ERROR": "0", **(env or {})})
     if serves(env):
         return _WARM.run(list(args), cwd, environ, timeout, merge_stderr)
     return subprocess.run(
@@ -130,7 +135,7 @@ def start_cli(
 ) -> subprocess.Popen[str] | WarmProcess:
     """Start ``python -m <args>`` in the background, with ``env`` added to the environment (forked
     from the zygote, as ``run_cli`` is)."""
-    environ = {**cli_environ(), "PYTHONUNBUFFERED": "1", **(env or {})}
+    environ = command_environ(env)
     if serves(env):
         return _WARM.start(list(args), cwd, environ)
     return subprocess.Popen(
