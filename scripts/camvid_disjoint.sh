@@ -12,7 +12,7 @@
 # Summarise: python scripts/camvid_table.py outputs/camvid_disjoint/runs
 set -euo pipefail
 root=${1:-../shared/datasets/camvid}
-rows=${2:-pt_recipe,pt_unet,pt_enc_lr1,pt_crop256,pt_frames,pt_deeplab,pt_lite1,pt_lite2,pt_no_warmup,pt_decay_all,pt_sqrt_mf,pt_lovasz,pt_noscale}
+rows=${2:-pt_recipe,pt_unet,pt_enc_lr1,pt_crop256,pt_frames,pt_deeplab,pt_lite1,pt_lite2,pt_no_warmup,pt_decay_all,pt_frozen_bn,pt_lr4e-3,pt_sqrt_mf,pt_lovasz,pt_noscale}
 # The from-scratch rows: crop_only,flip_jitter,photometric,scale75,scale50,res75,crop352,w16,w48,lovasz,ema,dropout,lr3e-3,wd0.05,smp18
 budget=${3:-00:06:00}
 py=${PYTHON:-.venv/bin/python}
@@ -82,6 +82,8 @@ for row in ${rows//,/ }; do
     pt_lite2) run pt_lite2 experiment=camvid_cpu $(lite 2) ;;
     pt_no_warmup) run pt_no_warmup experiment=camvid_cpu scheduler.scheduler.warmup=0.0 ;;
     pt_decay_all) run pt_decay_all experiment=camvid_cpu model.decay_norms_and_biases=true ;;
+    pt_frozen_bn) run pt_frozen_bn experiment=camvid_cpu model.freeze_encoder_norms=true ;;   # ImageNet's batch norms kept
+    pt_lr4e-3) run pt_lr4e-3 experiment=camvid_cpu model.optimizer.lr=4e-3 ;;             # twice the rate, both parts
     pt_sqrt_mf) run pt_sqrt_mf experiment=camvid_cpu loss.class_weights=sqrt_median_frequency ;;
     pt_lovasz) run pt_lovasz experiment=camvid_cpu loss=dice_lovasz ;;
     pt_noscale) run pt_noscale experiment=camvid_cpu "$(pipeline "$crop" "$flip" "$jitter")" ;;   # crops at 1x

@@ -56,6 +56,10 @@ class SegmentationModule(pl.LightningModule):
             pretrained weights more gently than a new decoder.
         decay_norms_and_biases: whether weight decay also applies to 1-D parameters (normalisation
             weights and biases); the usual fine-tuning practice turns it off for them.
+        freeze_encoder_norms: keep a pretrained encoder's batch norms as the weights left them:
+            their running statistics are not updated (they stay in eval mode while training) and
+            their scale and shift are not trained. Small batches then cannot drift statistics
+            learnt on ImageNet.
     """
 
     def __init__(
@@ -71,6 +75,7 @@ class SegmentationModule(pl.LightningModule):
         compile: bool = False,
         encoder_lr_scale: float = 1.0,
         decay_norms_and_biases: bool = True,
+        freeze_encoder_norms: bool = False,
     ) -> None:
         super().__init__()
         net, loss, optimizer, scheduler = _plain(net), _plain(loss), _plain(optimizer), _plain(scheduler)
@@ -91,6 +96,9 @@ class SegmentationModule(pl.LightningModule):
         self.net.to(memory_format=self.memory_format)
         if encoder_lr_scale <= 0:
             raise ConfigError(f"model.encoder_lr_scale={encoder_lr_scale}: expected a positive multiple")
+        self.frozen_norms = self._encoder_norms() if freeze_encoder_norms else []
+        for norm in self.frozen_norms:
+            norm.requires_grad_(False)
         self.compile_net = bool(compile)
         self.compile_seconds: float | None = None  # the first compiled training step, once measured
         self._first_step_start: float | None = None
@@ -100,6 +108,29 @@ class SegmentationModule(pl.LightningModule):
         # Dice on the training batches as trained (augmented, train-mode batch norm): how well the
         # network fits what it sees, e.g. with debug=overfit; val/dice says how well it generalises.
         self.train_dice = MeanDice(num_classes, ignore_index=ignore_index, validate_args=False)
+
+    def _encoder_norms(self) -> list[nn.Module]:
+        """The batch norms of the network's pretrained encoder (``model.freeze_encoder_norms``)."""
+        encoder_parameters = getattr(self.net, "encoder_parameters", None)
+        if encoder_parameters is None:
+            raise ConfigError(
+                f"model.freeze_encoder_norms=true: {type(self.net).__name__} has no pretrained encoder; "
+                "use model=smp or model.freeze_encoder_norms=false"
+            )
+        encoder = {id(p) for p in encoder_parameters()}
+        return [
+            module
+            for module in self.net.modules()
+            if isinstance(module, nn.modules.batchnorm._BatchNorm)
+            and any(id(p) in encoder for p in module.parameters(recurse=False))
+        ]
+
+    def train(self, mode: bool = True) -> SegmentationModule:
+        """As ``nn.Module.train``, with frozen encoder norms kept in eval mode."""
+        super().train(mode)
+        for norm in self.frozen_norms:
+            norm.eval()
+        return self
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, C, H, W)`` for uint8 images ``(B, C, H, W)`` or floats in ``[0, 1]``."""

@@ -82,3 +82,47 @@ def test_a_network_without_an_encoder_is_one_group() -> None:
 def test_a_scale_that_is_not_positive_names_the_key() -> None:
     with pytest.raises(ConfigError, match=r"^model.encoder_lr_scale=0.0: expected a positive multiple$"):
         _module(encoder_lr_scale=0.0)
+
+
+def test_frozen_encoder_norms_keep_their_statistics_and_affine_through_a_training_step() -> None:
+    module = _module(freeze_encoder_norms=True)
+    encoder_norms = {
+        f"model.encoder.{name}"
+        for name, m in module.net.model.encoder.named_modules()
+        if isinstance(m, torch.nn.BatchNorm2d)
+    }
+    assert len(module.frozen_norms) == len(encoder_norms) == 20  # resnet18: every one of its batch norms
+    optimizer = module.configure_optimizers()
+    trained = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    assert not any(id(p) in trained for norm in module.frozen_norms for p in norm.parameters())
+    before = {k: v.clone() for k, v in module.net.state_dict().items()}
+    module.train()
+    assert all(not norm.training for norm in module.frozen_norms) and module.net.model.decoder.training
+    module.loss_fn(module(torch.rand(2, 3, 64, 64)), torch.randint(0, 3, (2, 64, 64))).backward()
+    optimizer.step()
+    after = module.net.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    frozen = {k for k in before if any(k.startswith(f"{n}.") for n in encoder_norms)}
+    assert frozen and not changed & frozen  # running statistics, scale and shift as loaded
+    assert any(k.startswith("model.encoder.") for k in changed)  # the convolutions still learn
+    assert any(k.startswith("model.decoder.") for k in changed)
+
+
+def test_without_freezing_a_training_step_moves_the_encoder_norms() -> None:
+    module = _module()
+    before = module.net.model.encoder.bn1.running_mean.clone()
+    module.train()
+    module(torch.rand(2, 3, 64, 64))
+    assert module.frozen_norms == [] and not torch.equal(before, module.net.model.encoder.bn1.running_mean)
+
+
+def test_freezing_norms_of_a_network_without_an_encoder_names_the_key() -> None:
+    with pytest.raises(
+        ConfigError, match=r"^model.freeze_encoder_norms=true: UNet has no pretrained encoder"
+    ):
+        SegmentationModule(
+            net={"_target_": "seg.models.unet.UNet", "in_channels": 3, "num_classes": 2, "base_channels": 4},
+            loss={"_target_": "seg.losses.DiceLoss", "smooth": 1.0},
+            optimizer={"_target_": "torch.optim.Adam", "_partial_": True},
+            freeze_encoder_norms=True,
+        )
