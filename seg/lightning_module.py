@@ -96,8 +96,7 @@ class SegmentationModule(pl.LightningModule):
         self.net.to(memory_format=self.memory_format)
         if encoder_lr_scale <= 0:
             raise ConfigError(f"model.encoder_lr_scale={encoder_lr_scale}: expected a positive multiple")
-        self.frozen_norms = self._encoder_norms() if freeze_encoder_norms else []
-        for norm in self.frozen_norms:
+        for norm in self.frozen_norms():
             norm.requires_grad_(False)
         self.compile_net = bool(compile)
         self.compile_seconds: float | None = None  # the first compiled training step, once measured
@@ -109,15 +108,23 @@ class SegmentationModule(pl.LightningModule):
         # network fits what it sees, e.g. with debug=overfit; val/dice says how well it generalises.
         self.train_dice = MeanDice(num_classes, ignore_index=ignore_index, validate_args=False)
 
-    def _encoder_norms(self) -> list[nn.Module]:
-        """The batch norms of the network's pretrained encoder (``model.freeze_encoder_norms``)."""
+    def _encoder_ids(self) -> set[int] | None:
+        """The ids of the network's encoder parameters; None for a network without an encoder."""
         encoder_parameters = getattr(self.net, "encoder_parameters", None)
-        if encoder_parameters is None:
+        return None if encoder_parameters is None else {id(p) for p in encoder_parameters()}
+
+    def frozen_norms(self) -> list[nn.Module]:
+        """The encoder's batch norms that ``freeze_encoder_norms`` keeps as loaded (none when off).
+        Found anew at each call, so that norms a trainer swapped in (``sync_batchnorm``: the same
+        parameters in new modules) are the ones kept."""
+        if not self.hparams.freeze_encoder_norms:
+            return []
+        encoder = self._encoder_ids()
+        if encoder is None:
             raise ConfigError(
                 f"model.freeze_encoder_norms=true: {type(self.net).__name__} has no pretrained encoder; "
                 "use model=smp or model.freeze_encoder_norms=false"
             )
-        encoder = {id(p) for p in encoder_parameters()}
         return [
             module
             for module in self.net.modules()
@@ -128,7 +135,7 @@ class SegmentationModule(pl.LightningModule):
     def train(self, mode: bool = True) -> SegmentationModule:
         """As ``nn.Module.train``, with frozen encoder norms kept in eval mode."""
         super().train(mode)
-        for norm in self.frozen_norms:
+        for norm in self.frozen_norms():
             norm.eval()
         return self
 
@@ -230,8 +237,7 @@ class SegmentationModule(pl.LightningModule):
         ``decay_norms_and_biases``. Groups are named (``encoder``, ``decoder``, or ``network`` for a
         network without an encoder; ``+no_decay``) when there is more than one, which is how the
         learning-rate monitor logs them (``lr-AdamW/encoder``); a single group keeps ``lr-AdamW``."""
-        encoder_parameters = getattr(self.net, "encoder_parameters", None)
-        encoder = {id(p) for p in encoder_parameters()} if encoder_parameters is not None else set()
+        encoder = self._encoder_ids() or set()
         groups: dict[str, dict[str, Any]] = {}
         for parameter in self.parameters():
             if not parameter.requires_grad:

@@ -91,13 +91,13 @@ def test_frozen_encoder_norms_keep_their_statistics_and_affine_through_a_trainin
         for name, m in module.net.model.encoder.named_modules()
         if isinstance(m, torch.nn.BatchNorm2d)
     }
-    assert len(module.frozen_norms) == len(encoder_norms) == 20  # resnet18: every one of its batch norms
+    assert len(module.frozen_norms()) == len(encoder_norms) == 20  # resnet18: every one of its batch norms
     optimizer = module.configure_optimizers()
     trained = {id(p) for g in optimizer.param_groups for p in g["params"]}
-    assert not any(id(p) in trained for norm in module.frozen_norms for p in norm.parameters())
+    assert not any(id(p) in trained for norm in module.frozen_norms() for p in norm.parameters())
     before = {k: v.clone() for k, v in module.net.state_dict().items()}
     module.train()
-    assert all(not norm.training for norm in module.frozen_norms) and module.net.model.decoder.training
+    assert all(not norm.training for norm in module.frozen_norms()) and module.net.model.decoder.training
     module.loss_fn(module(torch.rand(2, 3, 64, 64)), torch.randint(0, 3, (2, 64, 64))).backward()
     optimizer.step()
     after = module.net.state_dict()
@@ -108,12 +108,27 @@ def test_frozen_encoder_norms_keep_their_statistics_and_affine_through_a_trainin
     assert any(k.startswith("model.decoder.") for k in changed)
 
 
+def test_norms_a_trainer_swaps_in_stay_frozen() -> None:
+    """``trainer.sync_batchnorm=true`` replaces every batch norm (same parameters, new modules)
+    after the module is built; the new ones are kept in eval mode."""
+    module = _module(freeze_encoder_norms=True)
+    module.net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module.net)
+    module.train()
+    swapped = module.frozen_norms()
+    assert len(swapped) == 20 and all(
+        isinstance(n, torch.nn.SyncBatchNorm) and not n.training for n in swapped
+    )
+    before = module.net.model.encoder.bn1.running_mean.clone()
+    module.net.model.encoder(torch.rand(2, 3, 64, 64))  # SyncBatchNorm in train mode needs a process group
+    assert torch.equal(before, module.net.model.encoder.bn1.running_mean)
+
+
 def test_without_freezing_a_training_step_moves_the_encoder_norms() -> None:
     module = _module()
     before = module.net.model.encoder.bn1.running_mean.clone()
     module.train()
     module(torch.rand(2, 3, 64, 64))
-    assert module.frozen_norms == [] and not torch.equal(before, module.net.model.encoder.bn1.running_mean)
+    assert module.frozen_norms() == [] and not torch.equal(before, module.net.model.encoder.bn1.running_mean)
 
 
 def test_freezing_norms_of_a_network_without_an_encoder_names_the_key() -> None:
